@@ -1,0 +1,328 @@
+"""The real servers of the test environment, each started on free loopback ports.
+
+Every server writes into a work directory of its own (data, configuration, ``*.log``) and runs in
+its own process group; ``stop()`` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import textwrap
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.env import provision
+from tests.env.ports import LOOPBACK, free_port, free_port_block, wait_for_port
+from tests.env.process import ManagedProcess
+
+JVM_SMALL = ["-XX:+UseG1GC", "-XX:MaxDirectMemorySize=256m", "-Djava.awt.headless=true",
+             "-XX:-UsePerfData", "-XX:TieredStopAtLevel=1"]
+
+
+@dataclass
+class Server:
+    workdir: Path
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+
+    def log_tails(self, lines: int = 40) -> dict[str, str]:
+        return {p.name: p.log_tail(lines) for p in self.processes}
+
+    def exports(self) -> dict[str, str]:
+        raise NotImplementedError
+
+
+# --- Kubernetes API: etcd + kube-apiserver (the envtest model: no kubelet, no controllers) ---------
+
+ADMIN_TOKEN_USER = "eventferry-admin"
+
+
+@dataclass
+class KubeAPI(Server):
+    url: str = ""
+    token: str = ""
+    kubeconfig: Path = Path()
+    etcd_url: str = ""
+
+    @classmethod
+    def start(cls, workdir: Path) -> KubeAPI:
+        workdir.mkdir(parents=True, exist_ok=True)
+        etcd_bin = provision.ETCD.ensure()
+        apiserver_bin = provision.KUBE_APISERVER.ensure()
+        server = cls(workdir=workdir)
+        try:
+            server._start_etcd(etcd_bin)
+            server._start_apiserver(apiserver_bin)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def _start_etcd(self, binary: Path) -> None:
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://{LOOPBACK}:{client}"
+        etcd = ManagedProcess("etcd", [
+            str(binary), "--name=default", f"--data-dir={self.workdir / 'etcd-data'}",
+            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://{LOOPBACK}:{peer}", f"--initial-advertise-peer-urls=http://{LOOPBACK}:{peer}",
+            f"--initial-cluster=default=http://{LOOPBACK}:{peer}", "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ], self.workdir / "etcd.log")
+        self.processes.append(etcd)
+        etcd.wait_until(lambda: _http_ok(f"{self.etcd_url}/health"), 60, "healthy")
+
+    def _start_apiserver(self, binary: Path) -> None:
+        certs = self.workdir / "certs"
+        certs.mkdir(exist_ok=True)
+        sa_key = certs / "sa.key"
+        if not sa_key.exists():
+            subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
+        self.token = uuid.uuid4().hex
+        tokens = certs / "tokens.csv"
+        tokens.write_text(f'{self.token},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},"system:masters"\n')
+        port = free_port()
+        self.url = f"https://{LOOPBACK}:{port}"
+        apiserver = ManagedProcess("kube-apiserver", [
+            str(binary), f"--etcd-servers={self.etcd_url}", f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}", f"--secure-port={port}", f"--cert-dir={certs}",
+            f"--token-auth-file={tokens}", "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa_key}", f"--service-account-signing-key-file={sa_key}",
+            "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
+            # Loopback may not back the "kubernetes" Service endpoints; nothing here needs them.
+            "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false", "--v=0",
+        ], self.workdir / "kube-apiserver.log")
+        self.processes.append(apiserver)
+        apiserver.wait_until(self._ready, 120, "ready (GET /readyz)")
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.kubeconfig.write_text(self._kubeconfig_text())
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        # The serving certificate is self-signed by kube-apiserver at start-up; the tests trust it by file.
+        context = ssl.create_default_context(cafile=str(self.workdir / "certs" / "apiserver.crt"))
+        return context
+
+    def _ready(self) -> bool:
+        request = urllib.request.Request(f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=2, context=self._ssl_context()) as resp:
+            return bool(resp.status == 200)
+
+    def _kubeconfig_text(self) -> str:
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "eventferry-test",
+            "clusters": [{"name": "eventferry-test", "cluster": {
+                "server": self.url, "certificate-authority": str(self.workdir / "certs" / "apiserver.crt")}}],
+            "users": [{"name": ADMIN_TOKEN_USER, "user": {"token": self.token}}],
+            "contexts": [{"name": "eventferry-test", "context": {
+                "cluster": "eventferry-test", "user": ADMIN_TOKEN_USER, "namespace": "default"}}],
+        }
+        return json.dumps(config, indent=2)
+
+    def exports(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+
+# --- Kafka: one KRaft node, broker and controller in one JVM ------------------------------------------
+
+SCRAM_USER = "eventferry"
+SCRAM_PASSWORD = "eventferry-secret"
+PLAIN_USER = "plainuser"
+PLAIN_PASSWORD = "plain-secret"
+
+
+@dataclass
+class Kafka(Server):
+    bootstrap: str = ""
+    sasl_bootstrap: str = ""
+
+    @classmethod
+    def start(cls, workdir: Path) -> Kafka:
+        workdir.mkdir(parents=True, exist_ok=True)
+        libs = provision.KAFKA.ensure()
+        java = provision.java()
+        server = cls(workdir=workdir)
+        port, sasl_port, controller = free_port(), free_port(), free_port()
+        server.bootstrap = f"{LOOPBACK}:{port}"
+        server.sasl_bootstrap = f"{LOOPBACK}:{sasl_port}"
+        props = workdir / "server.properties"
+        props.write_text(textwrap.dedent(f"""\
+            process.roles=broker,controller
+            node.id=1
+            listeners=PLAINTEXT://{LOOPBACK}:{port},SASL_PLAINTEXT://{LOOPBACK}:{sasl_port},CONTROLLER://{LOOPBACK}:{controller}
+            advertised.listeners=PLAINTEXT://{LOOPBACK}:{port},SASL_PLAINTEXT://{LOOPBACK}:{sasl_port}
+            controller.listener.names=CONTROLLER
+            inter.broker.listener.name=PLAINTEXT
+            listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+            controller.quorum.bootstrap.servers={LOOPBACK}:{controller}
+            log.dirs={workdir / 'data'}
+            num.partitions=1
+            offsets.topic.replication.factor=1
+            offsets.topic.num.partitions=4
+            transaction.state.log.replication.factor=1
+            transaction.state.log.min.isr=1
+            share.coordinator.state.topic.replication.factor=1
+            share.coordinator.state.topic.min.isr=1
+            group.initial.rebalance.delay.ms=0
+            auto.create.topics.enable=true
+            sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+            listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{PLAIN_USER}="{PLAIN_PASSWORD}";
+            listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+            listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+            """))
+        log4j = workdir / "log4j2.properties"
+        log4j.write_text(textwrap.dedent("""\
+            rootLogger.level=WARN
+            rootLogger.appenderRef.stdout.ref=STDOUT
+            appender.stdout.type=Console
+            appender.stdout.name=STDOUT
+            appender.stdout.layout.type=PatternLayout
+            appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+            logger.server.name=kafka.server.KafkaRaftServer
+            logger.server.level=INFO
+            """))
+        classpath = f"{libs}/*"
+        if not (workdir / "data" / "meta.properties").exists():
+            cluster_id = subprocess.run([java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
+                                        check=True, capture_output=True, text=True).stdout.strip()
+            scram = [f"SCRAM-SHA-256=[name={SCRAM_USER},password={SCRAM_PASSWORD}]",
+                     f"SCRAM-SHA-512=[name={SCRAM_USER},password={SCRAM_PASSWORD}]"]
+            fmt = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, "kafka.tools.StorageTool",
+                   "format", "--standalone", "-t", cluster_id, "-c", str(props)]
+            for item in scram:
+                fmt += ["--add-scram", item]
+            done = subprocess.run(fmt, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise provision.ProvisionError(f"kafka storage format failed:\n{done.stdout}\n{done.stderr}")
+        proc = ManagedProcess("kafka", [
+            java, "-Xms256m", "-Xmx384m", *JVM_SMALL, f"-Dlog4j2.configurationFile={log4j}",
+            "-cp", classpath, "kafka.Kafka", str(props),
+        ], workdir / "kafka.log")
+        server.processes.append(proc)
+        try:
+            proc.wait_until(lambda: wait_for_port(port, 0.5) and _kafka_answers(server.bootstrap), 120,
+                            "answering metadata requests")
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def exports(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "KAFKA_SASL_BOOTSTRAP_SERVERS": self.sasl_bootstrap}
+
+
+def _kafka_answers(bootstrap: str) -> bool:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def probe() -> bool:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+        await admin.start()
+        try:
+            await admin.list_topics()
+            return True
+        finally:
+            await admin.close()
+
+    return asyncio.run(probe())
+
+
+# --- RocketMQ 5: name server, and the proxy in local mode with the broker in the same JVM -------------
+
+@dataclass
+class RocketMQ(Server):
+    namesrv: str = ""
+    endpoint: str = ""  # the proxy's gRPC endpoint, for rocketmq-python-client
+    libs: Path = Path()
+
+    @classmethod
+    def start(cls, workdir: Path) -> RocketMQ:
+        workdir.mkdir(parents=True, exist_ok=True)
+        libs = provision.ROCKETMQ.ensure()
+        java = provision.java()
+        server = cls(workdir=workdir, libs=libs)
+        home = workdir / "home"
+        (home / "conf").mkdir(parents=True, exist_ok=True)
+        ns_port = free_port()
+        broker_port = free_port_block(below=2, above=1)
+        grpc_port, remoting_port = free_port(), free_port()
+        server.namesrv = f"{LOOPBACK}:{ns_port}"
+        server.endpoint = f"{LOOPBACK}:{grpc_port}"
+        (workdir / "namesrv.conf").write_text(f"listenPort={ns_port}\n")
+        store = workdir / "store"
+        (workdir / "broker.conf").write_text(textwrap.dedent(f"""\
+            brokerClusterName=DefaultCluster
+            brokerName=broker-a
+            brokerId=0
+            brokerIP1={LOOPBACK}
+            listenPort={broker_port}
+            namesrvAddr={server.namesrv}
+            storePathRootDir={store}
+            storePathCommitLog={store / 'commitlog'}
+            mappedFileSizeCommitLog=67108864
+            mappedFileSizeConsumeQueue=600000
+            flushDiskType=ASYNC_FLUSH
+            autoCreateTopicEnable=true
+            autoCreateSubscriptionGroup=true
+            defaultTopicQueueNums=4
+            diskMaxUsedSpaceRatio=99
+            """))
+        (workdir / "rmq-proxy.json").write_text(json.dumps({
+            "rocketMQClusterName": "DefaultCluster", "proxyMode": "local", "nameSrvAddr": server.namesrv,
+            "grpcServerPort": grpc_port, "remotingListenPort": remoting_port,
+        }))
+        rmq_logs = workdir / "logs" / "rocketmqlogs"  # RocketMQ logs under ${user.home}/logs
+        common = [java, *JVM_SMALL, f"-Drocketmq.home.dir={home}", f"-Duser.home={workdir}",
+                  "-cp", f"{libs}/*"]
+        try:
+            namesrv = ManagedProcess("rocketmq-namesrv", [
+                *common[:1], "-Xms128m", "-Xmx256m", *common[1:],
+                "org.apache.rocketmq.namesrv.NamesrvStartup", "-c", str(workdir / "namesrv.conf"),
+            ], workdir / "namesrv.log", cwd=workdir, extra_logs=(rmq_logs / "namesrv_default.log",))
+            server.processes.append(namesrv)
+            namesrv.wait_until(lambda: wait_for_port(ns_port, 0.5), 60, "listening")
+            proxy = ManagedProcess("rocketmq-proxy", [
+                *common[:1], "-Xms256m", "-Xmx512m", *common[1:],
+                "org.apache.rocketmq.proxy.ProxyStartup", "-pm", "local", "-n", server.namesrv,
+                "-bc", str(workdir / "broker.conf"), "-pc", str(workdir / "rmq-proxy.json"),
+            ], workdir / "proxy.log", cwd=workdir,
+                extra_logs=(rmq_logs / "proxy.log", rmq_logs / "broker_default.log"))
+            server.processes.append(proxy)
+            proxy.wait_until(lambda: wait_for_port(grpc_port, 0.5) and server._broker_registered(), 120,
+                             "serving gRPC with the broker registered")
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def mqadmin(self, *args: str, timeout: float = 60) -> str:
+        """Runs RocketMQ's admin tool (from the same jars) against this name server."""
+        done = subprocess.run([provision.java(), "-Xmx128m", *JVM_SMALL, f"-Drocketmq.home.dir={self.workdir / 'home'}",
+                               "-cp", f"{self.libs}/*", "org.apache.rocketmq.tools.command.MQAdminStartup",
+                               *args, "-n", self.namesrv], capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"mqadmin {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def create_topic(self, topic: str, queues: int = 4, message_type: str = "NORMAL") -> None:
+        self.mqadmin("updateTopic", "-c", "DefaultCluster", "-t", topic, "-r", str(queues), "-w", str(queues),
+                     "-a", f"+message.type={message_type}")
+
+    def _broker_registered(self) -> bool:
+        return "broker-a" in self.mqadmin("clusterList", timeout=20)
+
+    def exports(self) -> dict[str, str]:
+        return {"ROCKETMQ_ENDPOINTS": self.endpoint, "ROCKETMQ_NAMESRV": self.namesrv}
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return bool(resp.status == 200)
