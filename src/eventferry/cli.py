@@ -1,17 +1,37 @@
-"""The ``eventferry`` command: one entry point, a subcommand per component."""
+"""The ``eventferry`` command: one entry point, a subcommand per component.
+
+Each subcommand lives in ``eventferry.commands.<name>`` with ``register(subparsers)`` and
+``run(args) -> int``; its module is imported only when the command runs or its help is built, so a
+command's heavy imports (kopf, aiokafka, rocketmq) never slow down the others.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
 from eventferry import __version__
+
+# Subcommand name -> module under eventferry.commands. One line per command.
+COMMANDS: dict[str, str] = {
+    "run": "run",
+    "send": "send",
+    "crds": "crds",
+}
+
+
+def _load(name: str) -> ModuleType:
+    return importlib.import_module(f"eventferry.commands.{COMMANDS[name]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventferry", description="Knative-style eventing for Kubernetes.")
     parser.add_argument("--version", action="version", version=f"eventferry {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        _load(name).register(subparsers)
     return parser
 
 
@@ -21,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    result: int = _load(args.command).run(args)
+    return result
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""One module per ``eventferry`` subcommand (see ``eventferry.cli``)."""

@@ -1,0 +1,75 @@
+"""``eventferry run -f FILE_OR_DIR ...``: the embedded mode, the same manifests in one local process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from eventferry.commands.common import add_logging, configure_logging, parse_services
+
+log = logging.getLogger("eventferry.run")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run Brokers, Triggers and sources from manifests in one local process (no cluster)",
+        description="Loads Broker, Trigger, ConfigMap, KafkaSource and RocketMQSource manifests (apiVersion "
+                    "eventferry.dev/v1alpha1; no namespace means 'default') and serves every Broker at "
+                    "http://HOST:PORT/<namespace>/<name>. Edits to the files are applied while running.")
+    parser.add_argument("-f", "--filename", action="append", required=True, metavar="FILE_OR_DIR",
+                        help="manifest file or directory (repeatable)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--service", action="append", default=[], metavar="NAME[.NAMESPACE]=URL",
+                        help="where a subscriber 'ref' to a Service points (repeatable)")
+    parser.add_argument("--kafka-bootstrap-servers", default=None,
+                        help="bootstrap servers for Kafka brokers whose config names none (comma-separated)")
+    parser.add_argument("--max-event-bytes", type=int, default=4 * 1024 * 1024)
+    add_logging(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    try:
+        return asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from eventferry.contract.manifests import ManifestError
+    from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings
+    from eventferry.dataplane.server import Server, stop_on_signals
+    from eventferry.embedded import Embedded
+
+    try:
+        services = parse_services(args.service)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
+    dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap))
+    server = Server(dataplane, args.host, args.port)
+    embedded = Embedded([Path(p) for p in args.filename], server, services, bootstrap)
+    try:
+        await embedded.load()
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    await server.start()
+    try:
+        await embedded.apply_current()
+        for line in embedded.addresses():
+            print(line, flush=True)
+        print(f"ready: http://{args.host}:{server.port}/readyz (Ctrl-C to stop)", flush=True)
+        await embedded.watch(stop)
+    finally:
+        await embedded.close()
+        await server.stop()
+    return 0

@@ -1,0 +1,88 @@
+"""The routing contract: what the broker data plane needs to know, nothing more.
+
+Compiled from Brokers and Triggers by ``eventferry.contract.compile``; serialized as JSON into the
+contract ConfigMap (key ``contract.json``) or a file. ``docs/contract.md`` documents the format.
+Destinations are resolved to URLs and durations to seconds before they get here, so that the data
+plane never needs the cluster to route an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BrokerClass = Literal["InMemory", "Kafka"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+
+class Delivery(_Model):
+    """Effective delivery of one Trigger: its own DeliverySpec, else its Broker's, else the default."""
+
+    retry: int = Field(default=10, ge=0)
+    backoff_policy: Literal["linear", "exponential"] = Field(default="exponential", alias="backoffPolicy")
+    backoff_delay: float = Field(default=0.2, ge=0, alias="backoffDelay", description="seconds")
+    backoff_max: float | None = Field(default=None, ge=0, alias="backoffMax", description="seconds")
+    timeout: float = Field(default=30.0, gt=0, description="seconds, per attempt")
+    retry_after_max: float | None = Field(default=None, ge=0, alias="retryAfterMax", description="seconds")
+    dead_letter_sink: str | None = Field(default=None, alias="deadLetterSink")
+    format: Literal["json", "binary"] | None = None
+
+
+class Trigger(_Model):
+    namespace: str
+    name: str
+    uid: str = ""
+    generation: int = 0
+    subscriber: str
+    # Exactly one of the two filter forms is used: a non-empty ``filters`` overrides ``attributes``.
+    attributes: dict[str, str] = Field(default_factory=dict)
+    filters: list[dict[str, Any]] = Field(default_factory=list)
+    delivery: Delivery = Field(default_factory=Delivery)
+    ordering: Literal["unordered", "ordered"] = "unordered"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class KafkaSettings(_Model):
+    bootstrap_servers: list[str] = Field(alias="bootstrapServers")
+    topic: str
+    partitions: int = Field(default=10, ge=1)
+    replication_factor: int = Field(default=1, ge=1, alias="replicationFactor")
+    # Optional client security (SASL/TLS) as plain values; the operator fills them from Secrets.
+    security: dict[str, str] = Field(default_factory=dict)
+
+
+class Broker(_Model):
+    namespace: str
+    name: str
+    uid: str = ""
+    generation: int = 0
+    broker_class: BrokerClass = Field(default="InMemory", alias="class")
+    kafka: KafkaSettings | None = None
+    triggers: list[Trigger] = Field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return f"/{self.namespace}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Contract(_Model):
+    generation: int = 0
+    brokers: list[Broker] = Field(default_factory=list)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Contract:
+        return cls.model_validate_json(text)

@@ -1,0 +1,127 @@
+"""Delivery of one event to one Trigger: subscriber request, retries, dead letter, reply re-entry.
+
+Shared by every broker class; the class decides when to call it and what to do with the outcome.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from eventferry.contract import model
+from eventferry.dataplane.filters import Predicate, compile_attributes, compile_filters, required_exact
+from eventferry.dataplane.metrics import BrokerMetrics
+from eventferry.delivery import Outcome, Result, Sender, deliver
+from eventferry.delivery.deliver import ReplyRejected
+from eventferry.delivery.sender import Attempt
+from eventferry.events import CloudEvent
+from eventferry.events.event import attribute_text
+
+TTL_ATTRIBUTE = "knativebrokerttl"
+ARRIVAL_ATTRIBUTE = "knativearrivaltime"
+DEFAULT_TTL = 255
+
+
+class Overloaded(Exception):
+    """The broker cannot take more now; the ingress answers 429 with Retry-After."""
+
+    def __init__(self, reason: str, retry_after: int = 1) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Unavailable(Exception):
+    """The broker's storage is not reachable; the ingress answers 503 with Retry-After."""
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def ttl_of(event: CloudEvent) -> int | None:
+    value = event.attributes.get(TTL_ATTRIBUTE)
+    if value is None:
+        return None
+    try:
+        return int(attribute_text(value))
+    except ValueError:
+        return None
+
+
+def stamp_arrival(event: CloudEvent, ttl: int | None = None) -> None:
+    """What the ingress adds to every event: arrival time, and a TTL unless the event has one."""
+    event.attributes[ARRIVAL_ATTRIBUTE] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if ttl is not None:
+        event.attributes[TTL_ATTRIBUTE] = ttl
+    elif ttl_of(event) is None:
+        event.attributes[TTL_ATTRIBUTE] = DEFAULT_TTL
+
+
+@dataclass(slots=True)
+class CompiledTrigger:
+    spec: model.Trigger
+    predicate: Predicate
+    required: dict[str, str]
+
+
+def compile_trigger(spec: model.Trigger) -> CompiledTrigger:
+    predicate = compile_filters(spec.filters) if spec.filters else compile_attributes(spec.attributes)
+    return CompiledTrigger(spec, predicate, required_exact(spec.attributes, spec.filters))
+
+
+# Stores an event into the broker the reply came back to; raises Overloaded or Unavailable.
+Reingest = Callable[[list[CloudEvent]], Awaitable[None]]
+
+
+class Dispatcher:
+    def __init__(self, broker: model.Broker, sender: Sender, metrics: BrokerMetrics, reingest: Reingest) -> None:
+        self.broker = broker
+        self.sender = sender
+        self.metrics = metrics
+        self.reingest = reingest
+
+    async def dispatch(self, trigger: model.Trigger, event: CloudEvent,
+                       delivery: model.Delivery | None = None) -> Result:
+        """One delivery run: ``delivery`` may narrow the Trigger's own (the Kafka class retries in stages)."""
+        ttl = ttl_of(event)
+        outgoing = event.copy()
+        outgoing.attributes.pop(TTL_ATTRIBUTE, None)  # the TTL is the broker's business, not the subscriber's
+        headers = {"prefer": "reply", "kn-namespace": trigger.namespace}
+
+        async def on_reply(reply: CloudEvent) -> None:
+            remaining = (ttl if ttl is not None else DEFAULT_TTL) - 1
+            if remaining <= 0:
+                self.metrics.dropped.labels(self.broker.namespace, self.broker.name, "ttl_expired").inc()
+                return
+            stamp_arrival(reply, ttl=remaining)
+            reply.headers = dict(event.headers)
+            try:
+                await self.reingest([reply])
+            except (Overloaded, Unavailable) as error:
+                raise ReplyRejected(str(error)) from None
+
+        def on_retry(attempt: Attempt, number: int, wait: float) -> None:
+            self.metrics.retried.labels(self.broker.namespace, self.broker.name, trigger.name,
+                                        str(attempt.status or 0)).inc()
+
+        return await deliver(self.sender, outgoing, trigger.subscriber, delivery or trigger.delivery,
+                             headers=headers, on_reply=on_reply, on_retry=on_retry)
+
+    def record(self, trigger: model.Trigger, event: CloudEvent, outcome: str, status: int | None) -> None:
+        """Counts a delivery that ended, and its latency since the event arrived at the broker."""
+        self.metrics.delivered.labels(self.broker.namespace, self.broker.name, trigger.name, event.type,
+                                      str(status or 0), outcome).inc()
+        arrival = event.attributes.get(ARRIVAL_ATTRIBUTE)
+        if arrival is not None:
+            try:
+                elapsed = time.time() - datetime.fromisoformat(attribute_text(arrival)).timestamp()
+            except ValueError:
+                return
+            self.metrics.dispatch_latency.labels(self.broker.namespace, self.broker.name,
+                                                 trigger.name).observe(max(0.0, elapsed))
+
+
+__all__ = ["CompiledTrigger", "Dispatcher", "Outcome", "Overloaded", "Unavailable", "compile_trigger",
+           "stamp_arrival", "ttl_of"]

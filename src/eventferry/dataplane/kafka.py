@@ -1,0 +1,343 @@
+"""The Kafka broker class: durable, each event read once, a failing subscriber isolated.
+
+- Ingress writes each event to the Broker's topic (CloudEvents Kafka binary binding) and answers
+  202 only after the write is acknowledged by all in-sync replicas.
+- Unordered Triggers share ONE consumer group per Broker: each record is read once and matched
+  through the trigger index, so the cost does not grow with the number of Triggers. A delivery
+  gets a short in-place retry budget; past it, the event moves to a durable retry topic of its
+  Trigger (``<topic>.retry.<trigger>``) and the main offset moves on, so a failing subscriber holds
+  back neither the other Triggers nor their commits. A retry consumer (one per Broker, pattern
+  subscription) delivers parked events when due, parks them again or dead-letters them.
+- An event whose dead-letter delivery fails is parked again, never committed as done: retried, not lost.
+- Ordered Triggers keep a consumer group of their own and deliver one record at a time per
+  partition, retrying in place, as ordering needs.
+See docs/kafka-broker.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from eventferry.contract import model
+from eventferry.dataplane.dispatch import CompiledTrigger, Dispatcher, Unavailable, compile_trigger
+from eventferry.dataplane.filters import TriggerIndex
+from eventferry.dataplane.kafka_consumer import ConsumerLoop
+from eventferry.dataplane.metrics import BrokerMetrics
+from eventferry.delivery import Outcome, Sender, backoff_seconds, deliver, is_retryable
+from eventferry.delivery.deliver import Result, dead_letter_event
+from eventferry.events import CloudEvent, InvalidEvent
+from eventferry.events.event import attribute_text
+from eventferry.events.kafka import from_kafka, to_kafka
+
+log = logging.getLogger(__name__)
+
+H_TRIGGER = "eventferry-trigger"
+H_ATTEMPTS = "eventferry-attempts"
+H_NOT_BEFORE = "eventferry-not-before"  # epoch milliseconds
+H_STAGE = "eventferry-stage"  # "subscriber" or "dead-letter"
+RETRY_HEADERS = (H_TRIGGER, H_ATTEMPTS, H_NOT_BEFORE, H_STAGE)
+DEAD_LETTER_RETRY_CAP = 60.0  # seconds between tries of a dead-letter sink that keeps failing
+
+
+@dataclass(frozen=True)
+class KafkaLimits:
+    in_flight_records: int = 2000  # per consumer; partitions pause past it, so memory stays bounded
+    in_place_retries: int = 2  # retries before an event moves to its Trigger's retry topic
+    retry_topic_partitions: int = 3
+    commit_interval: float = 0.5
+
+
+def default_topic(namespace: str, name: str) -> str:
+    return f"knative-broker-{namespace}-{name}"
+
+
+def _topic_safe(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9._-]", "-", text)
+
+
+class KafkaBroker:
+    def __init__(self, spec: model.Broker, sender: Sender, metrics: BrokerMetrics,
+                 default_bootstrap: list[str] | None = None, limits: KafkaLimits | None = None) -> None:
+        settings = spec.kafka
+        if settings is None:
+            if not default_bootstrap:
+                raise ValueError(f"Kafka broker {spec.key} names no bootstrap servers: set them in the broker's "
+                                 "config or give the data plane a default (--kafka-bootstrap-servers)")
+            settings = model.KafkaSettings(bootstrap_servers=default_bootstrap,
+                                           topic=default_topic(spec.namespace, spec.name))
+        self.settings = settings
+        self.spec = spec
+        self.limits = limits or KafkaLimits()
+        self.sender = sender
+        self.metrics = metrics
+        self.dispatcher = Dispatcher(spec, sender, metrics, self.ingest)
+        self.group_prefix = f"eventferry-{_topic_safe(spec.namespace)}-{_topic_safe(spec.name)}"
+        self._producer: AIOKafkaProducer | None = None
+        self._index: TriggerIndex[CompiledTrigger] = TriggerIndex()
+        self._triggers: dict[str, CompiledTrigger] = {}
+        self._loops: dict[str, ConsumerLoop] = {}  # "main", "retry", and one per ordered Trigger
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._known_topics: set[str] = set()
+        self._background: set[asyncio.Future[None]] = set()
+        self._started = False
+        self._apply_triggers(spec)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def _client_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"bootstrap_servers": ",".join(self.settings.bootstrap_servers)}
+        args.update(self.settings.security)
+        return args
+
+    async def start(self) -> None:
+        await self._ensure_topic(self.settings.topic, self.settings.partitions, self.settings.replication_factor)
+        self._producer = AIOKafkaProducer(**self._client_args(), acks="all", enable_idempotence=True,
+                                          linger_ms=1, max_request_size=8 * 1024 * 1024)
+        await self._producer.start()
+        self._start_loop("main", {"topics": [self.settings.topic]}, self._handle_main, ordered=False,
+                         offset_reset="earliest")
+        retry_pattern = "^" + re.escape(self.settings.topic) + r"\.retry\..+"
+        self._start_loop("retry", {"pattern": retry_pattern}, self._handle_retry, ordered=False,
+                         offset_reset="earliest")
+        self._started = True
+        self._sync_ordered_loops()
+
+    def _start_loop(self, key: str, subscription: dict[str, Any], handler: Any, *, ordered: bool,
+                    offset_reset: str, group: str | None = None) -> None:
+        group_id = group or f"{self.group_prefix}-{key}"
+
+        def make_consumer() -> AIOKafkaConsumer:
+            return AIOKafkaConsumer(**self._client_args(), group_id=group_id, enable_auto_commit=False,
+                                    auto_offset_reset=offset_reset, fetch_max_wait_ms=50,
+                                    max_poll_interval_ms=600_000, metadata_max_age_ms=5_000)
+
+        loop = ConsumerLoop(f"{self.spec.key}/{key}", make_consumer, subscription, handler, ordered=ordered,
+                            max_in_flight=self.limits.in_flight_records, commit_interval=self.limits.commit_interval)
+        self._loops[key] = loop
+        self._tasks[key] = asyncio.create_task(loop.run())
+
+    async def _stop_loop(self, key: str) -> None:
+        loop = self._loops.pop(key, None)
+        task = self._tasks.pop(key, None)
+        if loop is not None:
+            loop.stop()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 15)
+
+    def ready(self) -> bool:
+        """True once every consumer of this broker has its partitions: events sent now will be seen."""
+        return self._started and all(loop.assigned.is_set() for loop in self._loops.values()
+                                     if loop is not self._loops.get("retry"))
+
+    async def drain(self, timeout: float) -> bool:
+        return True  # accepted events are in Kafka; nothing in memory needs draining
+
+    async def stop(self) -> None:
+        for key in list(self._loops):
+            await self._stop_loop(key)
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    # --- contract -------------------------------------------------------------------------------
+
+    def update(self, spec: model.Broker) -> None:
+        self.spec = spec
+        self.dispatcher.broker = spec
+        self._apply_triggers(spec)
+        if self._started:
+            self._sync_ordered_loops()
+
+    def _apply_triggers(self, spec: model.Broker) -> None:
+        index: TriggerIndex[CompiledTrigger] = TriggerIndex()
+        triggers = {}
+        for trigger in spec.triggers:
+            compiled = compile_trigger(trigger)
+            triggers[trigger.key] = compiled
+            if trigger.ordering == "unordered":
+                index.add(compiled, compiled.predicate, compiled.required)
+        self._index, self._triggers = index, triggers
+
+    def _sync_ordered_loops(self) -> None:
+        wanted = {f"ordered:{key}": t for key, t in self._triggers.items() if t.spec.ordering == "ordered"}
+        for key in [k for k in self._loops if k.startswith("ordered:") and k not in wanted]:
+            stopping = asyncio.ensure_future(self._stop_loop(key))
+            self._background.add(stopping)
+            stopping.add_done_callback(self._background.discard)
+        for key, trigger in wanted.items():
+            if key not in self._loops:
+                ident = trigger.spec.uid or f"{trigger.spec.namespace}-{trigger.spec.name}"
+                group = f"{self.group_prefix}-trigger-{_topic_safe(ident)}"
+                # A new ordered Trigger starts at the end of the topic, as a new subscription does.
+                self._start_loop(key, {"topics": [self.settings.topic]}, self._ordered_handler(trigger.spec.key),
+                                 ordered=True, offset_reset="latest", group=group)
+
+    # --- ingress --------------------------------------------------------------------------------
+
+    async def ingest(self, events: list[CloudEvent]) -> None:
+        if self._producer is None:
+            raise Unavailable(f"broker {self.spec.key} is starting")
+        try:
+            pending = []
+            for event in events:
+                headers, value = to_kafka(event)
+                key = event.attributes.get("partitionkey")
+                pending.append(await self._producer.send(self.settings.topic, value, headers=headers,
+                                                         key=None if key is None else attribute_text(key).encode()))
+            await asyncio.gather(*pending)
+        except KafkaError as error:
+            raise Unavailable(f"Kafka did not acknowledge the write: {error}") from None
+
+    # --- delivery -------------------------------------------------------------------------------
+
+    def _parse(self, record: Any) -> CloudEvent | None:
+        headers = [(k, v) for k, v in record.headers if k not in RETRY_HEADERS]
+        try:
+            return from_kafka(headers, record.value)
+        except InvalidEvent as error:
+            log.error("%s: record %s/%s is not a CloudEvent (%s); skipped", self.spec.key, record.partition,
+                      record.offset, error)
+            self.metrics.dropped.labels(self.spec.namespace, self.spec.name, "invalid_record").inc()
+            return None
+
+    async def _handle_main(self, record: Any) -> None:
+        event = self._parse(record)
+        if event is None:
+            return
+        matched = self._index.match(event.attributes)
+        if not matched:
+            self.metrics.dropped.labels(self.spec.namespace, self.spec.name, "no_matching_trigger").inc()
+            return
+        await asyncio.gather(*(self._first_try(t.spec, event) for t in matched))
+
+    async def _first_try(self, trigger: model.Trigger, event: CloudEvent) -> None:
+        in_place = trigger.delivery.model_copy(update={
+            "retry": min(trigger.delivery.retry, self.limits.in_place_retries), "dead_letter_sink": None})
+        result = await self.dispatcher.dispatch(trigger, event, in_place)
+        await self._after(trigger, event, result, attempts_before=0)
+
+    async def _after(self, trigger: model.Trigger, event: CloudEvent, result: Result, attempts_before: int) -> None:
+        attempts = attempts_before + result.attempts
+        if result.outcome is Outcome.DELIVERED:
+            self.dispatcher.record(trigger, event, "delivered", result.last.status)
+            return
+        if is_retryable(result.last.status) and attempts <= trigger.delivery.retry:
+            due = time.time() + backoff_seconds(trigger.delivery, attempts)
+            await self._park(trigger, event, attempts, "subscriber", due)
+            return
+        await self._dead_letter(trigger, event, result, attempts)
+
+    async def _dead_letter(self, trigger: model.Trigger, event: CloudEvent, result: Result, attempts: int) -> None:
+        sink = trigger.delivery.dead_letter_sink
+        if sink is None:
+            self.dispatcher.record(trigger, event, "failed", result.last.status)
+            log.warning("event %s to trigger %s failed after %d attempts (last status %s) and has no dead-letter "
+                        "sink: dropped", event.id, trigger.key, attempts, result.last.status)
+            return
+        dead = dead_letter_event(event, trigger.subscriber, result.last)
+        await self._to_dead_letter_sink(trigger, dead, attempts)
+
+    async def _to_dead_letter_sink(self, trigger: model.Trigger, dead: CloudEvent, attempts: int) -> None:
+        sink = trigger.delivery.dead_letter_sink
+        assert sink is not None
+        in_place = trigger.delivery.model_copy(update={
+            "retry": min(trigger.delivery.retry, self.limits.in_place_retries), "dead_letter_sink": None})
+        result = await deliver(self.sender, dead, sink, in_place, headers={"kn-namespace": trigger.namespace})
+        if result.outcome is Outcome.DELIVERED:
+            self.dispatcher.record(trigger, dead, "dead_lettered", result.last.status)
+            return
+        # Beyond Knative: a dead-letter sink that fails does not lose the event; it is tried again later.
+        wait = min(backoff_seconds(trigger.delivery, attempts), DEAD_LETTER_RETRY_CAP)
+        await self._park(trigger, dead, attempts + 1, "dead-letter", time.time() + wait)
+
+    def retry_topic(self, trigger: model.Trigger) -> str:
+        ident = trigger.uid or f"{trigger.namespace}.{trigger.name}"
+        return f"{self.settings.topic}.retry.{_topic_safe(ident)}"
+
+    async def _park(self, trigger: model.Trigger, event: CloudEvent, attempts: int, stage: str, due: float) -> None:
+        """Stores the event in its Trigger's retry topic; returns only once Kafka acknowledged it."""
+        topic = self.retry_topic(trigger)
+        headers, value = to_kafka(event)
+        headers += [(H_TRIGGER, trigger.key.encode()), (H_ATTEMPTS, str(attempts).encode()),
+                    (H_NOT_BEFORE, str(int(due * 1000)).encode()), (H_STAGE, stage.encode())]
+        wait = 0.5
+        while True:
+            try:
+                await self._ensure_topic(topic, self.limits.retry_topic_partitions, self.settings.replication_factor)
+                assert self._producer is not None
+                await self._producer.send_and_wait(topic, value, headers=headers)
+                self.metrics.retried.labels(self.spec.namespace, self.spec.name, trigger.name, "parked").inc()
+                return
+            except KafkaError as error:
+                log.warning("parking event %s for trigger %s failed (%s); trying again in %.1fs", event.id,
+                            trigger.key, error, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 10)
+
+    async def _handle_retry(self, record: Any) -> None:
+        meta = {k: v.decode() for k, v in record.headers if k in RETRY_HEADERS}
+        compiled = self._triggers.get(meta.get(H_TRIGGER, ""))
+        if compiled is None:
+            self.metrics.dropped.labels(self.spec.namespace, self.spec.name, "trigger_deleted").inc()
+            return
+        event = self._parse(record)
+        if event is None:
+            return
+        trigger = compiled.spec
+        attempts = int(meta.get(H_ATTEMPTS, "1"))
+        wait = int(meta.get(H_NOT_BEFORE, "0")) / 1000 - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if meta.get(H_STAGE) == "dead-letter":
+            await self._to_dead_letter_sink(trigger, event, attempts)
+            return
+        one_try = trigger.delivery.model_copy(update={"retry": 0, "dead_letter_sink": None})
+        result = await self.dispatcher.dispatch(trigger, event, one_try)
+        await self._after(trigger, event, result, attempts_before=attempts)
+
+    def _ordered_handler(self, trigger_key: str) -> Any:
+        async def handle(record: Any) -> None:
+            compiled = self._triggers.get(trigger_key)
+            event = self._parse(record)
+            if compiled is None or event is None or not compiled.predicate(event.attributes):
+                return
+            trigger = compiled.spec
+            attempt = 0
+            while True:
+                result = await self.dispatcher.dispatch(trigger, event)
+                if result.outcome is not Outcome.FAILED or trigger.delivery.dead_letter_sink is None:
+                    self.dispatcher.record(trigger, event, result.outcome.value, result.last.status)
+                    return
+                # The dead-letter sink failed: hold the partition (ordering) and try again, never skip.
+                attempt += 1
+                await asyncio.sleep(min(backoff_seconds(trigger.delivery, attempt), DEAD_LETTER_RETRY_CAP))
+
+        return handle
+
+    # --- topics ---------------------------------------------------------------------------------
+
+    async def _ensure_topic(self, topic: str, partitions: int, replication: int) -> None:
+        if topic in self._known_topics:
+            return
+        admin = AIOKafkaAdminClient(**self._client_args())
+        await admin.start()
+        try:
+            existing = await admin.list_topics()
+            if topic not in existing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(topic, partitions, replication)])
+                    log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication)
+        finally:
+            await admin.close()
+        self._known_topics.add(topic)

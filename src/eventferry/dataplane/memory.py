@@ -1,0 +1,139 @@
+"""The InMemory broker class: per-Trigger bounded queues in this process.
+
+Fast, and not durable: events accepted but not yet delivered are lost if the process dies. Each
+Trigger has its own queue and its own in-flight limit, so a slow subscriber fills only its own
+queue; when an event's matching Triggers have no room (or the broker's byte budget is spent), the
+ingress answers 429 with Retry-After and stores nothing: back-pressure instead of unbounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass, field
+
+from eventferry.contract import model
+from eventferry.dataplane.dispatch import CompiledTrigger, Dispatcher, Overloaded, compile_trigger
+from eventferry.dataplane.filters import TriggerIndex
+from eventferry.dataplane.metrics import BrokerMetrics
+from eventferry.delivery import Outcome, Sender
+from eventferry.events import CloudEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MemoryLimits:
+    queue_per_trigger: int = 10_000  # events waiting per Trigger
+    in_flight_per_trigger: int = 64  # concurrent deliveries per Trigger
+    buffered_bytes: int = 256 * 1024 * 1024  # data bytes held by the whole broker
+
+
+@dataclass(eq=False)
+class _TriggerQueue:
+    trigger: CompiledTrigger
+    waiting: collections.deque[CloudEvent] = field(default_factory=collections.deque)
+    in_flight: int = 0
+    removed: bool = False
+
+
+class InMemoryBroker:
+    def __init__(self, spec: model.Broker, sender: Sender, metrics: BrokerMetrics,
+                 limits: MemoryLimits | None = None) -> None:
+        self.limits = limits or MemoryLimits()
+        self.metrics = metrics
+        self.spec = spec
+        self.dispatcher = Dispatcher(spec, sender, metrics, self.ingest)
+        self._queues: dict[str, _TriggerQueue] = {}
+        self._index: TriggerIndex[_TriggerQueue] = TriggerIndex()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._buffered = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.update(spec)
+
+    def update(self, spec: model.Broker) -> None:
+        """Applies a new contract for this broker; queued and in-flight deliveries carry on."""
+        self.spec = spec
+        self.dispatcher.broker = spec
+        queues: dict[str, _TriggerQueue] = {}
+        index: TriggerIndex[_TriggerQueue] = TriggerIndex()
+        for trigger_spec in spec.triggers:
+            compiled = compile_trigger(trigger_spec)
+            queue = self._queues.pop(trigger_spec.key, None) or _TriggerQueue(compiled)
+            queue.trigger = compiled
+            queues[trigger_spec.key] = queue
+            index.add(queue, compiled.predicate, compiled.required)
+        for gone in self._queues.values():
+            gone.removed = True  # what it holds was accepted while it existed: it still drains
+        self._queues, self._index = queues, index
+
+    async def ingest(self, events: list[CloudEvent]) -> None:
+        plans = [(event, self._index.match(event.attributes)) for event in events]
+        size = sum(len(event.data or b"") for event, queues in plans if queues)
+        if self._buffered + size > self.limits.buffered_bytes:
+            raise Overloaded(f"broker {self.spec.key} holds {self._buffered} bytes of undelivered events")
+        demand: collections.Counter[_TriggerQueue] = collections.Counter()
+        for _, queues in plans:
+            demand.update(queues)
+        for queue, count in demand.items():
+            if len(queue.waiting) + count > self.limits.queue_per_trigger:
+                raise Overloaded(f"trigger {queue.trigger.spec.key} has {len(queue.waiting)} events waiting")
+        # Checked first, stored after: in one event loop nothing runs in between, so all or nothing is stored.
+        for event, queues in plans:
+            if not queues:
+                self.metrics.dropped.labels(self.spec.namespace, self.spec.name, "no_matching_trigger").inc()
+                continue
+            self._buffered += len(event.data or b"") * len(queues)
+            for queue in queues:
+                queue.waiting.append(event)
+                self._pump(queue)
+
+    def _pump(self, queue: _TriggerQueue) -> None:
+        while queue.waiting and queue.in_flight < self.limits.in_flight_per_trigger:
+            event = queue.waiting.popleft()
+            queue.in_flight += 1
+            self._idle.clear()
+            task = asyncio.create_task(self._deliver(queue, event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.metrics.queued.labels(self.spec.namespace, self.spec.name).set(self.pending())
+
+    async def _deliver(self, queue: _TriggerQueue, event: CloudEvent) -> None:
+        try:
+            result = await self.dispatcher.dispatch(queue.trigger.spec, event)
+            self.dispatcher.record(queue.trigger.spec, event, result.outcome.value, result.last.status)
+            if result.outcome is Outcome.FAILED:
+                log.warning("event %s to trigger %s lost after %d attempts: last status %s %s", event.id,
+                            queue.trigger.spec.key, result.attempts, result.last.status, result.last.error or "")
+        except Exception:
+            log.exception("delivery of event %s to trigger %s crashed", event.id, queue.trigger.spec.key)
+        finally:
+            queue.in_flight -= 1
+            self._buffered -= len(event.data or b"")
+            self._pump(queue)
+            if not self._tasks - {asyncio.current_task()}:
+                self._idle.set()
+
+    def pending(self) -> int:
+        return sum(len(q.waiting) + q.in_flight for q in self._queues.values())
+
+    async def start(self) -> None:
+        return None
+
+    def ready(self) -> bool:
+        return True
+
+    async def drain(self, timeout: float) -> bool:
+        """Waits until nothing is queued or in flight; False if time ran out."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,49 @@
+"""Serving the data plane over HTTP until asked to stop, then stopping gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from eventferry.dataplane.app import build_app
+from eventferry.dataplane.dataplane import DataPlane
+
+log = logging.getLogger(__name__)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+class Server:
+    def __init__(self, dataplane: DataPlane, host: str, port: int) -> None:
+        self.dataplane = dataplane
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(build_app(self.dataplane), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await self._site.start()
+        if self.port == 0:  # an ephemeral port was asked for: learn which one
+            server = self._site._server
+            assert server is not None
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stops taking requests, lets accepted events finish delivery (InMemory), then closes."""
+        if self._site is not None:
+            await self._site.stop()
+        if not await self.dataplane.drain(drain_timeout):
+            log.warning("stopped with undelivered in-memory events after waiting %.0fs", drain_timeout)
+        if self._runner is not None:
+            await self._runner.cleanup()

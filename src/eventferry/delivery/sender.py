@@ -1,0 +1,63 @@
+"""One HTTP attempt: a CloudEvent POSTed to a URL, over a pooled keep-alive client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from eventferry.events import CloudEvent
+from eventferry.events.http import to_binary, to_structured
+
+# Bytes of a response body kept for replies and for ``knativeerrordata``.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Attempt:
+    status: int | None  # None when no answer came (transport error or timeout)
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status <= 299
+
+
+class Sender:
+    """Owns the connection pool; one per process component. Bounded per target host."""
+
+    def __init__(self, per_host: int = 100, total: int = 1000) -> None:
+        self._per_host = per_host
+        self._total = total
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._total, limit_per_host=self._per_host,
+                                             keepalive_timeout=30, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, url: str, event: CloudEvent, *, timeout: float, structured: bool = False,
+                   headers: dict[str, str] | None = None) -> Attempt:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        wire_headers, body = to_structured(event) if structured else to_binary(event)
+        if headers:
+            wire_headers.update(headers)
+        try:
+            async with self._session.post(url, data=body, headers=wire_headers,
+                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                content = await response.content.read(MAX_RESPONSE_BYTES)
+                return Attempt(response.status, content, {k.lower(): v for k, v in response.headers.items()})
+        except TimeoutError:
+            return Attempt(None, error=f"timed out after {timeout:g}s")
+        except (aiohttp.ClientError, OSError) as error:
+            return Attempt(None, error=f"{type(error).__name__}: {error}")

@@ -1,0 +1,102 @@
+"""The embedded mode behind ``eventferry run``: manifests -> contract -> local data plane (and sources).
+
+Uses the same compile function as the operator; Brokers are addressed at
+``http://HOST:PORT/<namespace>/<name>``, Service refs through the ``--service`` mapping. Edits to
+the manifest files are picked up while running; an edit that does not load keeps the running
+configuration and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from eventferry.contract.compile import Compiled, compile_contract
+from eventferry.contract.manifests import ManifestError, Manifests, load_manifests, manifest_files
+from eventferry.contract.resolve import Resolver
+from eventferry.dataplane.server import Server
+
+log = logging.getLogger("eventferry.run")
+
+
+class Embedded:
+    def __init__(self, paths: list[Path], server: Server, services: dict[tuple[str, str], str],
+                 kafka_bootstrap: list[str] | None) -> None:
+        self.paths = paths
+        self.server = server
+        self.services = services
+        self.kafka_bootstrap = kafka_bootstrap
+        self.manifests = Manifests()
+        self.compiled: Compiled | None = None
+        self.generation = 0
+        self._stamps: dict[Path, float] = {}
+
+    def base_url(self) -> str:
+        return f"http://{self.server.host}:{self.server.port}"
+
+    async def load(self) -> None:
+        self._stamps = self._file_stamps()
+        self.manifests = load_manifests(self.paths)
+        for item in self.manifests.ignored:
+            log.warning("ignored (not an eventferry.dev manifest or a ConfigMap): %s", item)
+
+    def _file_stamps(self) -> dict[Path, float]:
+        stamps = {}
+        for path in manifest_files(self.paths):
+            with contextlib.suppress(OSError):
+                stamps[path] = path.stat().st_mtime
+        return stamps
+
+    def _resolver(self) -> Resolver:
+        known = {(b.metadata.namespace or "default", b.metadata.name) for b in self.manifests.brokers}
+
+        def broker_url(namespace: str, name: str) -> str | None:
+            return f"{self.base_url()}/{namespace}/{name}" if (namespace, name) in known else None
+
+        def service_url(namespace: str, name: str) -> str | None:
+            return self.services.get((namespace, name))
+
+        return Resolver(broker_url=broker_url, service_url=service_url)
+
+    async def apply_current(self) -> None:
+        self.generation += 1
+        compiled = compile_contract(self.manifests.brokers, self.manifests.triggers, self._resolver(),
+                                    generation=self.generation, config_maps=self.manifests.config_maps,
+                                    default_kafka_bootstrap=self.kafka_bootstrap)
+        for problem in compiled.problems:
+            hint = " (map it with --service NAME.NAMESPACE=URL)" if problem.reason == "ServiceNotFound" else ""
+            log.warning("%s %s/%s not routed: %s: %s%s", problem.kind, problem.namespace, problem.name,
+                        problem.reason, problem.message, hint)
+        await self.server.dataplane.apply(compiled.contract)
+        self.compiled = compiled
+
+    def addresses(self) -> list[str]:
+        assert self.compiled is not None
+        lines = []
+        for broker in self.compiled.contract.brokers:
+            lines.append(f"Broker {broker.key} ({broker.broker_class}): {self.base_url()}{broker.path} "
+                         f"({len(broker.triggers)} trigger(s))")
+        return lines
+
+    async def watch(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Re-applies the manifests whenever a file changes, until ``stop`` is set."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if stop.is_set():
+                return
+            stamps = self._file_stamps()
+            if stamps == self._stamps:
+                continue
+            try:
+                await self.load()
+                await self.apply_current()
+                log.info("manifests changed: contract generation %d applied", self.generation)
+            except (ManifestError, ValueError) as error:
+                self._stamps = stamps
+                log.error("manifests changed but do not load; still running the previous ones: %s", error)
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,188 @@
+"""The CloudEvents HTTP binding: binary, structured and batched modes, both directions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, unquote
+
+from eventferry.events.event import AttributeValue, CloudEvent, InvalidEvent, attribute_text
+
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+# Headers that belong to the request, not to the event, yet must follow the event to its subscribers.
+FORWARDED_HEADERS = ("traceparent", "tracestate", "x-request-id")
+FORWARDED_PREFIX = "knative-"
+
+# Percent-encode what the binding says must be (space, '"', '%', anything outside printable ASCII).
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def is_json_media_type(content_type: str | None) -> bool:
+    media = _media_type(content_type)
+    return media in ("", "application/json", "text/json") or media.endswith("+json")
+
+
+def claims_cloudevent(headers: Mapping[str, str]) -> bool:
+    """True when a response says it carries a CloudEvent (ce- headers or a cloudevents media type)."""
+    if any(key.lower().startswith("ce-") for key in headers):
+        return True
+    return _media_type(headers.get("content-type")).startswith("application/cloudevents")
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {key.lower(): value for key, value in headers.items()
+            if key.lower() in FORWARDED_HEADERS or key.lower().startswith(FORWARDED_PREFIX)}
+
+
+def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
+    """Parses a request or response; a batch gives several events, other modes one. Raises InvalidEvent."""
+    media = _media_type(headers.get("content-type"))
+    if media == BATCH:
+        try:
+            items = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise InvalidEvent(f"batch body is not valid JSON: {error}") from None
+        if not isinstance(items, list):
+            raise InvalidEvent("a batch must be a JSON array of structured CloudEvents")
+        if not items:
+            raise InvalidEvent("the batch is empty")
+        events = []
+        for position, item in enumerate(items):
+            try:
+                events.append(from_json_object(item))
+            except InvalidEvent as error:
+                raise InvalidEvent(f"batch item {position}: {error}") from None
+        return events
+    if media.startswith("application/cloudevents"):
+        if not media.endswith("+json"):
+            raise InvalidEvent(f"unsupported structured format {media!r}: only JSON is supported")
+        return [from_structured(body)]
+    if any(key.lower() == "ce-specversion" for key in headers):
+        return [from_binary(headers, body)]
+    raise InvalidEvent("not a CloudEvent: no ce-specversion header, and the content type is neither "
+                       f"{STRUCTURED} nor {BATCH}")
+
+
+def from_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
+    attributes: dict[str, AttributeValue] = {}
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower.startswith("ce-"):
+            attributes[lower[3:]] = unquote(value)
+    content_type = headers.get("content-type")
+    if content_type:
+        attributes["datacontenttype"] = content_type
+    event = CloudEvent(attributes, body if body or content_type else None, forwarded_headers(headers))
+    _check_time(event)
+    return event.validate()
+
+
+def from_structured(body: bytes) -> CloudEvent:
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidEvent(f"structured body is not valid JSON: {error}") from None
+    return from_json_object(document)
+
+
+def from_json_object(document: Any) -> CloudEvent:
+    if not isinstance(document, dict):
+        raise InvalidEvent("a structured CloudEvent must be a JSON object")
+    attributes: dict[str, AttributeValue] = {}
+    data: bytes | None = None
+    for name, value in document.items():
+        if name in ("data", "data_base64"):
+            continue
+        if value is None:
+            continue
+        if isinstance(value, float):
+            raise InvalidEvent(f"attribute {name!r}: {value} is not an integer (CloudEvents has no floats)")
+        if not isinstance(value, str | int | bool):
+            raise InvalidEvent(f"attribute {name!r} must be a string, integer or boolean")
+        attributes[name] = value
+    if "data_base64" in document and document["data_base64"] is not None:
+        try:
+            data = base64.b64decode(document["data_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise InvalidEvent("data_base64 is not valid base64") from None
+    elif "data" in document:
+        data = _data_from_json(document["data"], attributes)
+    event = CloudEvent(attributes, data)
+    _check_time(event)
+    return event.validate()
+
+
+def _data_from_json(value: Any, attributes: dict[str, AttributeValue]) -> bytes | None:
+    content_type = attributes.get("datacontenttype")
+    content_type = None if content_type is None else attribute_text(content_type)
+    if attributes.get("datacontentencoding") == "base64" and isinstance(value, str):  # CloudEvents 0.3
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidEvent("data is marked base64 (datacontentencoding) but is not valid base64") from None
+    if value is None:
+        return None
+    if isinstance(value, str) and not is_json_media_type(content_type):
+        return value.encode()
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _check_time(event: CloudEvent) -> None:
+    value = event.attributes.get("time")
+    if value is None:
+        return
+    try:
+        datetime.fromisoformat(attribute_text(value).replace("z", "Z"))
+    except ValueError:
+        raise InvalidEvent(f"attribute 'time' is not an RFC 3339 timestamp: {value!r}") from None
+
+
+def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    headers = dict(event.headers)
+    for name, value in event.attributes.items():
+        if name == "datacontenttype":
+            headers["content-type"] = attribute_text(value)
+        else:
+            headers[f"ce-{name}"] = quote(attribute_text(value), safe=_SAFE)
+    return headers, event.data or b""
+
+
+def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    headers = dict(event.headers)
+    headers["content-type"] = f"{STRUCTURED}; charset=utf-8"
+    return headers, json.dumps(to_json_object(event), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def to_json_object(event: CloudEvent) -> dict[str, Any]:
+    document: dict[str, Any] = dict(event.attributes)
+    if event.data is None:
+        return document
+    content_type = event.datacontenttype
+    if is_json_media_type(content_type):
+        try:
+            document["data"] = json.loads(event.data)
+            return document
+        except (ValueError, UnicodeDecodeError):
+            pass
+    elif _media_type(content_type).startswith("text/"):
+        try:
+            document["data"] = event.data.decode()
+            return document
+        except UnicodeDecodeError:
+            pass
+    encoded = base64.b64encode(event.data).decode()
+    if event.specversion == "0.3":
+        document["datacontentencoding"] = "base64"
+        document["data"] = encoded
+    else:
+        document["data_base64"] = encoded
+    return document
