@@ -18,6 +18,7 @@ from eventferry import __version__
 COMMANDS: dict[str, str] = {
     "run": "run",
     "send": "send",
+    "broker": "broker",
     "crds": "crds",
 }
 

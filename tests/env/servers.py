@@ -6,6 +6,7 @@ its own process group; ``stop()`` leaves no process behind.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import ssl
 import subprocess
@@ -232,7 +233,9 @@ def _kafka_answers(bootstrap: str) -> bool:
         finally:
             await admin.close()
 
-    return asyncio.run(probe())
+    # A thread of its own, so that the probe also works when the caller already runs an event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, probe()).result()
 
 
 # --- RocketMQ 5: name server, and the proxy in local mode with the broker in the same JVM -------------

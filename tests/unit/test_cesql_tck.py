@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
-from eventferry.dataplane.cesql import CESQLParseError, compile_expression
+from eventferry.cesql import CESQLParseError, compile_expression
 
 pytestmark = pytest.mark.unit
 
@@ -200,3 +200,15 @@ def test_the_data_attribute_is_not_addressable() -> None:
 def test_other_attribute_types_are_strings() -> None:
     event = {"big": 2**40, "ratio": 1.5}
     assert compile_expression("big = '1099511627776' AND ratio = '1.5'").evaluate(event) == (True, [])
+
+
+def test_long_and_or_runs_compile_flat_while_deep_nesting_is_a_parse_error() -> None:
+    chain = " OR ".join(f"id = 'id{n}'" for n in range(2000))
+    assert compile_expression(chain).matches({"id": "id1999"})
+    with pytest.raises(CESQLParseError, match="nested more than"):
+        compile_expression("NOT " * 1000 + "TRUE")
+
+
+def test_keywords_and_function_names_ignore_case() -> None:
+    expression = compile_expression("NoT (LoWeR(Type) lIkE 'a%' aNd exists ID) Or Length(id) In (2)")
+    assert expression.evaluate({"id": "ab", "type": "Abc"}) == (True, [])

@@ -49,8 +49,10 @@ class InMemoryBroker:
         self._index: TriggerIndex[_TriggerQueue] = TriggerIndex()
         self._tasks: set[asyncio.Task[None]] = set()
         self._buffered = 0
+        self._pending = 0  # deliveries waiting or in flight, across Triggers (kept, not summed per event)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._queued_gauge = metrics.queued.labels(spec.namespace, spec.name)
         self.update(spec)
 
     def update(self, spec: model.Broker) -> None:
@@ -86,6 +88,7 @@ class InMemoryBroker:
                 self.metrics.dropped.labels(self.spec.namespace, self.spec.name, "no_matching_trigger").inc()
                 continue
             self._buffered += len(event.data or b"") * len(queues)
+            self._pending += len(queues)
             for queue in queues:
                 queue.waiting.append(event)
                 self._pump(queue)
@@ -98,7 +101,7 @@ class InMemoryBroker:
             task = asyncio.create_task(self._deliver(queue, event))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self.metrics.queued.labels(self.spec.namespace, self.spec.name).set(self.pending())
+        self._queued_gauge.set(self._pending)
 
     async def _deliver(self, queue: _TriggerQueue, event: CloudEvent) -> None:
         try:
@@ -111,13 +114,14 @@ class InMemoryBroker:
             log.exception("delivery of event %s to trigger %s crashed", event.id, queue.trigger.spec.key)
         finally:
             queue.in_flight -= 1
+            self._pending -= 1
             self._buffered -= len(event.data or b"")
             self._pump(queue)
-            if not self._tasks - {asyncio.current_task()}:
+            if self._pending == 0:
                 self._idle.set()
 
     def pending(self) -> int:
-        return sum(len(q.waiting) + q.in_flight for q in self._queues.values())
+        return self._pending
 
     async def start(self) -> None:
         return None

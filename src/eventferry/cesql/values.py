@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Final
 
-from eventferry.dataplane.cesql.errors import CAST, MATH, CESQLError
+from eventferry.cesql.errors import CAST, MATH, CESQLError
 
 Value = bool | int | str
 Errors = list[CESQLError]

@@ -17,7 +17,7 @@ from functools import cache
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from eventferry.dataplane.cesql.errors import CESQLParseError
+from eventferry.cesql.errors import CESQLParseError
 
 # Keywords are case-insensitive and outrank NAME; ``\b`` keeps ``android`` or ``INT`` a NAME.
 # NAME needs one non-digit, so ``123`` lexes as an INTEGER while ``1abc`` stays an identifier.
@@ -127,13 +127,13 @@ def _check_depth(tree: Tree[Token]) -> None:
 
 
 def _levels(node: Tree[Token]) -> int:
-    """The closure levels a node compiles to: a flat run of operators is folded into nested calls,
-    except for logic runs, where each run of one same operator becomes a single n-ary call."""
+    """The nested calls a node compiles to: a run of operators folds into one call per operator,
+    except that a run of ANDs, or of ORs, is a single n-ary call."""
     if node.data in ("compare", "arithmetic"):
         return len(node.children) // 2
     if node.data == "logic":
-        operators = [child.type for child in node.children[1::2] if isinstance(child, Token)]
-        return 1 + sum(1 for before, after in zip(operators, operators[1:], strict=False) if before != after)
+        kinds = [child.type for child in node.children[1::2] if isinstance(child, Token)]
+        return sum(1 for index, kind in enumerate(kinds) if kind == "XOR" or kinds[index - 1 : index] != [kind])
     return 1
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from eventferry.dataplane.cesql.errors import FUNCTION_EVALUATION, MATH, CESQLError
-from eventferry.dataplane.cesql.values import (
+from eventferry.cesql.errors import FUNCTION_EVALUATION, MATH, CESQLError
+from eventferry.cesql.values import (
     INT_MAX,
     INT_MIN,
     Errors,
