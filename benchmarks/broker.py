@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-
 from tests.env.ports import free_port, wait_for_port
 
 PYTHON = sys.executable

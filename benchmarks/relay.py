@@ -23,7 +23,8 @@ def build_app(target: str) -> web.Application:
 
     async def relay(request: web.Request) -> web.Response:
         body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("ce-") or k.lower() == "content-type"}
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower().startswith("ce-") or k.lower() == "content-type"}
         async with request.app["session"].post(target, data=body, headers=headers) as response:
             await response.read()
         return web.Response(status=202)

@@ -16,7 +16,7 @@ echo "[test] provisioning the test servers (etcd, kube-apiserver, helm, kubectl,
 .venv/bin/python -m tests.env provision
 
 echo "[test] ruff"
-.venv/bin/ruff check src tests
+.venv/bin/ruff check src tests benchmarks
 echo "[test] mypy (strict on src/)"
 .venv/bin/mypy
 

@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
         "broker", help="run the broker data plane, reading the routing contract from a file or a ConfigMap")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--contract-file", type=Path, help="contract JSON; re-read when it changes")
-    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a pod listens on all interfaces
+    parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--kafka-bootstrap-servers", default=None,
                         help="bootstrap servers for Kafka brokers whose contract names none")
