@@ -17,14 +17,16 @@ from eventferry.contract.compile import Compiled, compile_contract
 from eventferry.contract.manifests import ManifestError, Manifests, load_manifests, manifest_files
 from eventferry.contract.resolve import Resolver
 from eventferry.dataplane.server import Server
+from eventferry.display import display_url
 
 log = logging.getLogger("eventferry.run")
 
 
 class Embedded:
     def __init__(self, paths: list[Path], server: Server, services: dict[tuple[str, str], str],
-                 kafka_bootstrap: list[str] | None) -> None:
+                 kafka_bootstrap: list[str] | None, display: bool = False) -> None:
         self.paths = paths
+        self.display = display  # unmapped Service refs go to the built-in event display
         self.server = server
         self.services = services
         self.kafka_bootstrap = kafka_bootstrap
@@ -56,7 +58,10 @@ class Embedded:
             return f"{self.base_url()}/{namespace}/{name}" if (namespace, name) in known else None
 
         def service_url(namespace: str, name: str) -> str | None:
-            return self.services.get((namespace, name))
+            mapped = self.services.get((namespace, name))
+            if mapped is None and self.display:
+                return display_url(self.base_url(), namespace, name)
+            return mapped
 
         return Resolver(broker_url=broker_url, service_url=service_url)
 

@@ -42,7 +42,12 @@ async def _main(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     stop_on_signals(stop)
     server = Server(dataplane, args.host, args.port)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as error:
+        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; choose another --port",
+              file=sys.stderr)
+        return 1
     print(f"broker data plane listening on http://{args.host}:{server.port}", flush=True)
     try:
         follower = ContractFile(args.contract_file, dataplane)

@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--service", action="append", default=[], metavar="NAME[.NAMESPACE]=URL",
                         help="where a subscriber 'ref' to a Service points (repeatable)")
+    parser.add_argument("--display", action="store_true",
+                        help="send events for Service refs without a --service mapping to a built-in event display "
+                             "that prints them (for trying manifests out)")
     parser.add_argument("--kafka-bootstrap-servers", default=None,
                         help="bootstrap servers for Kafka brokers whose config names none (comma-separated)")
     parser.add_argument("--max-event-bytes", type=int, default=4 * 1024 * 1024)
@@ -53,8 +56,10 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
     dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap))
-    server = Server(dataplane, args.host, args.port)
-    embedded = Embedded([Path(p) for p in args.filename], server, services, bootstrap)
+    from eventferry.display import ROUTES
+
+    server = Server(dataplane, args.host, args.port, ROUTES if args.display else ())
+    embedded = Embedded([Path(p) for p in args.filename], server, services, bootstrap, display=args.display)
     try:
         await embedded.load()
     except ManifestError as error:
@@ -62,7 +67,12 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     stop = asyncio.Event()
     stop_on_signals(stop)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as error:
+        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; choose another --port",
+              file=sys.stderr)
+        return 1
     try:
         await embedded.apply_current()
         for line in embedded.addresses():

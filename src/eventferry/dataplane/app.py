@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -39,7 +41,7 @@ async def contract_status(request: web.Request) -> web.Response:
     })
 
 
-def build_app(dataplane: DataPlane) -> web.Application:
+def build_app(dataplane: DataPlane, extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
     # The ingress enforces its own, configurable body limit; aiohttp's must not cut in first.
     app = web.Application(client_max_size=dataplane.settings.max_event_bytes + 1024)
     app[DATAPLANE_KEY] = dataplane
@@ -47,6 +49,7 @@ def build_app(dataplane: DataPlane) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/contract", contract_status)
+    app.router.add_routes(extra_routes)
     app.router.add_route("*", "/{namespace}/{name}", ingress.handle)
 
     async def close_dataplane(_: web.Application) -> None:

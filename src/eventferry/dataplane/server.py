@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -21,15 +22,16 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 class Server:
-    def __init__(self, dataplane: DataPlane, host: str, port: int) -> None:
+    def __init__(self, dataplane: DataPlane, host: str, port: int, extra_routes: Sequence[web.RouteDef] = ()) -> None:
         self.dataplane = dataplane
+        self.extra_routes = extra_routes
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.dataplane), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(build_app(self.dataplane, self.extra_routes), access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await self._site.start()
