@@ -31,7 +31,8 @@ class Server:
         self._site: web.TCPSite | None = None
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(build_app(self.dataplane, self.extra_routes), access_log=None, handle_signals=False)
+        app = build_app(self.dataplane, self.extra_routes)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await self._site.start()
