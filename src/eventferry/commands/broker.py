@@ -20,6 +20,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--kafka-bootstrap-servers", default=None,
                         help="bootstrap servers for Kafka brokers whose contract names none")
+    parser.add_argument("--role", choices=["all", "ingress", "dispatcher"], default="all",
+                        help="split a Kafka broker for scaling: ingress replicas write, dispatcher replicas deliver")
     parser.add_argument("--max-event-bytes", type=int, default=4 * 1024 * 1024)
     add_logging(parser)
 
@@ -38,7 +40,8 @@ async def _main(args: argparse.Namespace) -> int:
     from eventferry.dataplane.server import Server, stop_on_signals
 
     bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
-    dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap))
+    dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
+                                            role=args.role))
     stop = asyncio.Event()
     stop_on_signals(stop)
     server = Server(dataplane, args.host, args.port)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from eventferry.contract import model
 from eventferry.dataplane.memory import InMemoryBroker, MemoryLimits
@@ -36,6 +36,9 @@ class DataPlaneSettings:
     memory: MemoryLimits = field(default_factory=MemoryLimits)
     kafka_bootstrap_servers: list[str] | None = None  # for Kafka brokers whose contract names none
     per_host_connections: int = 100
+    # "all" (one process), or a split for scaling Kafka brokers: "ingress" replicas only write to
+    # Kafka, "dispatcher" replicas only consume and deliver. InMemory brokers need "all".
+    role: Literal["all", "ingress", "dispatcher"] = "all"
 
 
 class DataPlane:
@@ -78,7 +81,8 @@ class DataPlane:
         if spec.broker_class == "Kafka":
             from eventferry.dataplane.kafka import KafkaBroker
 
-            return KafkaBroker(spec, self.sender, self.metrics, self.settings.kafka_bootstrap_servers)
+            return KafkaBroker(spec, self.sender, self.metrics, self.settings.kafka_bootstrap_servers,
+                               consume=self.settings.role != "ingress")
         return InMemoryBroker(spec, self.sender, self.metrics, self.settings.memory)
 
     def ready(self) -> bool:

@@ -30,6 +30,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
                                                  "WebHook-Allowed-Rate": "*"})
     if request.method != "POST":
         return _answer(405, f"method {request.method} not allowed: send CloudEvents with POST", {"Allow": ALLOW})
+    if dataplane.settings.role == "dispatcher":
+        return _answer(503, "this replica only dispatches: send events to the ingress replicas",
+                       {"Retry-After": "1"})
     broker = dataplane.broker(namespace, name)
     started = time.monotonic()
     metrics = dataplane.metrics

@@ -67,7 +67,8 @@ def _topic_safe(text: str) -> str:
 
 class KafkaBroker:
     def __init__(self, spec: model.Broker, sender: Sender, metrics: BrokerMetrics,
-                 default_bootstrap: list[str] | None = None, limits: KafkaLimits | None = None) -> None:
+                 default_bootstrap: list[str] | None = None, limits: KafkaLimits | None = None,
+                 consume: bool = True) -> None:
         settings = spec.kafka
         if settings is None:
             if not default_bootstrap:
@@ -76,6 +77,7 @@ class KafkaBroker:
             settings = model.KafkaSettings(bootstrap_servers=default_bootstrap,
                                            topic=default_topic(spec.namespace, spec.name))
         self.settings = settings
+        self.consume = consume  # False on ingress-only replicas
         self.spec = spec
         self.limits = limits or KafkaLimits()
         self.sender = sender
@@ -104,12 +106,14 @@ class KafkaBroker:
         self._producer = AIOKafkaProducer(**self._client_args(), acks="all", enable_idempotence=True,
                                           linger_ms=1, max_request_size=8 * 1024 * 1024)
         await self._producer.start()
+        self._started = True
+        if not self.consume:
+            return
         self._start_loop("main", {"topics": [self.settings.topic]}, self._handle_main, ordered=False,
                          offset_reset="earliest")
         retry_pattern = "^" + re.escape(self.settings.topic) + r"\.retry\..+"
         self._start_loop("retry", {"pattern": retry_pattern}, self._handle_retry, ordered=False,
                          offset_reset="earliest")
-        self._started = True
         self._sync_ordered_loops()
 
     def _start_loop(self, key: str, subscription: dict[str, Any], handler: Any, *, ordered: bool,
@@ -156,7 +160,7 @@ class KafkaBroker:
         self.spec = spec
         self.dispatcher.broker = spec
         self._apply_triggers(spec)
-        if self._started:
+        if self._started and self.consume:
             self._sync_ordered_loops()
 
     def _apply_triggers(self, spec: model.Broker) -> None:
