@@ -127,9 +127,9 @@ async def test_ingress_and_dispatcher_replicas_split_a_kafka_broker(kafka: Kafka
             assert await send(f"http://127.0.0.1:{ingress_port}/default/{name}", f"e{i}") == 202
         got = await sub.wait_for(20, "/s", timeout=30)
         assert sorted(r.event.id for r in got) == sorted(f"e{i}" for i in range(20))
-        status, metrics = await get(f"http://127.0.0.1:{dispatcher_port}/metrics")
+        _, metrics = await get(f"http://127.0.0.1:{dispatcher_port}/metrics")
         assert 'outcome="delivered"' in metrics  # the dispatcher replica delivered them
-        status, metrics = await get(f"http://127.0.0.1:{ingress_port}/metrics")
+        _, metrics = await get(f"http://127.0.0.1:{ingress_port}/metrics")
         assert 'outcome="delivered"' not in metrics
     finally:
         stop(ingress)
