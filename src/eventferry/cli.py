@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "send": "send",
     "broker": "broker",
     "crds": "crds",
+    "operator": "operator",
 }
 
 

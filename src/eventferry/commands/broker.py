@@ -16,6 +16,14 @@ def register(subparsers: Any) -> None:
         "broker", help="run the broker data plane, reading the routing contract from a file or a ConfigMap")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--contract-file", type=Path, help="contract JSON; re-read when it changes")
+    source.add_argument("--configmap", metavar="NAMESPACE/NAME", type=_namespaced_name,
+                        help="the contract ConfigMap the operator writes (eventferry-system/eventferry-contract), "
+                             "watched through the API (in-cluster service account, or KUBECONFIG)")
+    parser.add_argument("--status-configmap", default=None, metavar="NAME",
+                        help="with --configmap: where this replica reports the contract generation it loaded, in "
+                             "the same namespace (default eventferry-dataplane-status); the key is $POD_NAME")
+    parser.add_argument("--report-interval", type=float, default=10.0,
+                        help="with --configmap: seconds between heartbeats in the status ConfigMap")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--kafka-bootstrap-servers", default=None,
@@ -53,6 +61,9 @@ async def _main(args: argparse.Namespace) -> int:
         return 1
     print(f"broker data plane listening on http://{args.host}:{server.port}", flush=True)
     try:
+        if args.configmap is not None:
+            await _follow_configmap(args, dataplane, stop)
+            return 0
         follower = ContractFile(args.contract_file, dataplane)
         if not await follower.load():
             print(f"error: cannot load the contract from {args.contract_file}: see the log above", file=sys.stderr)
@@ -61,3 +72,26 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         await server.stop()
     return 0
+
+
+def _namespaced_name(text: str) -> tuple[str, str]:
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r}")
+    return namespace, name
+
+
+async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyncio.Event) -> None:
+    from eventferry.dataplane.contract_configmap import ApiConnection, ConfigMapClient, ConfigMapContract
+    from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP
+
+    namespace, name = args.configmap
+    client = ConfigMapClient(ApiConnection.from_environment())
+    follower = ConfigMapContract(client, dataplane, namespace, name,
+                                 status_name=args.status_configmap or DATAPLANE_STATUS_CONFIGMAP,
+                                 report_interval=args.report_interval)
+    print(f"following ConfigMap {namespace}/{name}; reporting as {follower.replica}", flush=True)
+    try:
+        await follower.run(stop)
+    finally:
+        await client.close()

@@ -1,0 +1,50 @@
+"""What the handlers share: settings, the API client, metrics, Events, the views and the reconcilers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from eventferry.controller.config import OperatorConfig
+from eventferry.controller.events import EventRecorder
+from eventferry.controller.kube import ApiClient
+from eventferry.controller.metrics import Health, OperatorMetrics
+from eventferry.controller.views import Views
+
+log = logging.getLogger(__name__)
+
+
+class Context:
+    def __init__(self, config: OperatorConfig, api: ApiClient, metrics: OperatorMetrics, health: Health) -> None:
+        from eventferry.controller.contracts import ContractReconciler
+        from eventferry.controller.sources import SourceReconciler
+
+        self.config = config
+        self.api = api
+        self.metrics = metrics
+        self.health = health
+        self.events = EventRecorder(api, config.identity)
+        self.views = Views()
+        self.contracts = ContractReconciler(self)
+        self.sources = SourceReconciler(self)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

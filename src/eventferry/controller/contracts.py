@@ -1,0 +1,430 @@
+"""Brokers and Triggers: the contract ConfigMap, the Kafka topics, and the status of each object.
+
+Level-triggered, because the contract is one document for the whole cluster: a change of a Broker,
+a Trigger, a Service, a ConfigMap or a data plane report pokes the loop; after a short quiet period
+(debounce) one pass compiles ALL Brokers and Triggers with ``compile_contract``, writes the
+ConfigMap when the routing changed (as a new generation), and patches the status of the objects
+whose status changed. A burst of 1,000 new Triggers is therefore a few passes and a few ConfigMap
+writes, not 1,000 of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import ValidationError
+
+from eventferry.apis.broker import KAFKA, Broker
+from eventferry.apis.delivery import DeliverySpec
+from eventferry.apis.duck import Destination
+from eventferry.apis.meta import Resource
+from eventferry.apis.trigger import Trigger
+from eventferry.contract.compile import compile_contract
+from eventferry.contract.model import Contract, KafkaSettings
+from eventferry.contract.resolve import Resolver, Unresolvable
+from eventferry.controller import topics
+from eventferry.controller.kube import ApiError, resource_path
+from eventferry.controller.timing import wait_event
+from eventferry.controller.views import Key, deleting
+from eventferry.resources.conditions import Cond, false, now_rfc3339, true, unknown
+from eventferry.resources.contract import ContractTooLarge, contract_config_map, contract_from_data, same_routing
+from eventferry.resources.names import CONTRACT_CONFIGMAP, DATAPLANE_STATUS_CONFIGMAP, PART_OF, broker_address
+from eventferry.resources.readiness import BROKER, TRIGGER, ContractHistory, gate, loaded_generation
+from eventferry.resources.status import (
+    INGRESS_READY,
+    TOPIC_READY,
+    BrokerFacts,
+    Problem,
+    Resolution,
+    TriggerFacts,
+    broker_ready,
+    broker_status,
+    same_status,
+    trigger_status,
+)
+
+if TYPE_CHECKING:
+    from eventferry.controller.context import Context
+
+log = logging.getLogger(__name__)
+
+API = "eventferry.dev/v1alpha1"
+RESYNC_SECONDS = 300.0  # statuses are compared with the cluster again, in case someone else wrote them
+M = TypeVar("M", bound=Resource)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    settings: KafkaSettings
+    condition: Cond
+    retry_at: float = math.inf
+
+
+def resolve(resolver: Resolver, destination: Destination, namespace: str) -> Resolution:
+    try:
+        return Resolution(resolver.resolve(destination, namespace))
+    except Unresolvable as error:
+        return Resolution.failed(error.reason, str(error))
+
+
+def parse(model: type[M], bodies: list[dict[str, Any]]) -> tuple[dict[Key, M], dict[Key, str]]:
+    """Models of the bodies by (namespace, name), and why the others do not validate."""
+    models: dict[Key, M] = {}
+    invalid: dict[Key, str] = {}
+    for body in bodies:
+        key = (body["metadata"].get("namespace") or "default", body["metadata"]["name"])
+        try:
+            models[key] = model.model_validate({k: v for k, v in body.items() if k != "status"})
+        except ValidationError as error:
+            first = error.errors()[0]
+            invalid[key] = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return models, invalid
+
+
+def contract_entries(contract: Contract) -> dict[tuple[str, str, str], Any]:
+    entries: dict[tuple[str, str, str], Any] = {}
+    for broker in contract.brokers:
+        entries[(BROKER, broker.namespace, broker.name)] = broker.model_copy(update={"triggers": []})
+        for trigger in broker.triggers:
+            entries[(TRIGGER, trigger.namespace, trigger.name)] = trigger
+    return entries
+
+
+class ContractReconciler:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.history = ContractHistory()
+        self.contract: Contract | None = None
+        """The contract in the ConfigMap, as last written or read."""
+        self.kafka: dict[Key, KafkaSettings] = {}
+        """Last known Kafka settings of each Broker, kept after it left the contract (for its deletion)."""
+        self.topics: dict[Key, TopicState] = {}
+        self.loaded: int | None = None
+        self.indexed = asyncio.Event()
+        """Set by the first kopf handler: kopf runs none before every index is listed."""
+        self._too_large: ContractTooLarge | None = None
+        self._fingerprints: dict[tuple[str, Any], Any] = {}
+        self._written: dict[str, dict[str, Any]] = {}  # uid -> status last patched
+        self._topic_tasks: set[Key] = set()
+        self._wake = asyncio.Event()
+        self._passed = asyncio.Condition()
+
+    # --- signals ----------------------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def observe(self, kind: str, key: Any, fingerprint: Any) -> None:
+        """A watched object changed; ``fingerprint`` None means deleted. Pokes only on relevant changes."""
+        self.indexed.set()
+        slot = (kind, key)
+        if fingerprint is None:
+            if self._fingerprints.pop(slot, None) is not None:
+                self.poke()
+        elif self._fingerprints.get(slot) != fingerprint:
+            self._fingerprints[slot] = fingerprint
+            self.poke()
+
+    # --- the loop ---------------------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """At startup: the data plane status ConfigMap exists, and the contract written before is known."""
+        namespace = self.config.system_namespace
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
+                "metadata": {"name": DATAPLANE_STATUS_CONFIGMAP, "namespace": namespace, "labels": PART_OF}}
+        try:
+            await self.ctx.api.create(resource_path("v1", "configmaps", namespace), body)
+        except ApiError as error:
+            if error.status == 404:
+                raise RuntimeError(f"the system namespace {namespace!r} does not exist: create it, or name another "
+                                   "with --system-namespace") from None
+            if error.status != 409:
+                raise
+        written = await self.ctx.api.get(resource_path("v1", "configmaps", namespace, CONTRACT_CONFIGMAP))
+        if written is not None:
+            try:
+                self._remember(contract_from_data(written.get("data")))
+            except ValueError as error:
+                log.warning("the contract ConfigMap holds no valid contract; it will be rewritten: %s", error)
+
+    async def run(self) -> None:
+        await self.indexed.wait()
+        tick = self.config.report_stale_after / 2
+        resync_at = time.monotonic() + RESYNC_SECONDS
+        while True:
+            # Without changes, a pass every `tick` notices data plane replicas that stopped reporting.
+            await wait_event(self._wake, tick)
+            await self._settle()
+            if time.monotonic() >= resync_at:
+                self._written.clear()
+                resync_at = time.monotonic() + RESYNC_SECONDS
+            try:
+                with self.ctx.metrics.reconcile("Contract"):
+                    await self.reconcile()
+            except Exception:
+                log.exception("contract pass failed; trying again in %.0fs", self.config.retry_interval)
+                asyncio.get_running_loop().call_later(self.config.retry_interval, self.poke)
+            self.ctx.health.synced = True
+            async with self._passed:
+                self._passed.notify_all()
+
+    async def _settle(self) -> None:
+        """Returns once no poke came for ``debounce`` seconds, or ``debounce_max`` after the first."""
+        deadline = time.monotonic() + self.config.debounce_max
+        while True:
+            self._wake.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if not await wait_event(self._wake, min(self.config.debounce, remaining)):
+                return
+
+    # --- one pass ---------------------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        views = self.ctx.views
+        resolver = views.resolver()
+        broker_bodies = [b for b in views.brokers() if not deleting(b)]
+        trigger_bodies = [t for t in views.triggers() if not deleting(t)]
+        brokers, invalid_brokers = parse(Broker, broker_bodies)
+        triggers, invalid_triggers = parse(Trigger, trigger_bodies)
+        compiled = compile_contract(brokers.values(), triggers.values(), resolver, generation=0,
+                                    config_maps=views.config_maps(),
+                                    default_kafka_bootstrap=list(self.config.default_kafka_bootstrap) or None)
+        if await self._write(compiled.contract):
+            await self._await_loaded(self.config.load_wait)
+        self._ensure_topics(compiled.contract)
+        now = datetime.now(UTC)
+        self.loaded = loaded_generation(views.reports(), now, self.config.report_stale_after)
+        self.ctx.metrics.loaded_generation.set(-1 if self.loaded is None else self.loaded)
+        entries = contract_entries(compiled.contract)
+        problems = {(p.kind, p.namespace, p.name): Problem(p.reason, p.message) for p in compiled.problems}
+        stamp = now_rfc3339()
+
+        writes: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        ready_of: dict[Key, Mapping[str, Any]] = {}
+        for body in broker_bodies:
+            key = _key(body)
+            facts = self._broker_facts(key, brokers.get(key), invalid_brokers.get(key), problems.get(("Broker", *key)),
+                                       entries, resolver)
+            status = broker_status(facts, self._previous(body), body["metadata"].get("generation"), stamp)
+            ready_of[key] = status["conditions"][0]
+            writes.append(("brokers", body, status))
+        for body in trigger_bodies:
+            key = _key(body)
+            trigger_facts = self._trigger_facts(body, triggers.get(key), invalid_triggers.get(key),
+                                                problems.get(("Trigger", *key)), entries, resolver, ready_of, brokers)
+            writes.append(("triggers", body, trigger_status(trigger_facts, self._previous(body),
+                                                            body["metadata"].get("generation"), stamp)))
+        live = {body["metadata"].get("uid") for _, body, _ in writes}
+        self._written = {uid: s for uid, s in self._written.items() if uid in live}
+        limit = asyncio.Semaphore(self.config.status_concurrency)
+        await asyncio.gather(*(self._write_status(plural, body, status, limit) for plural, body, status in writes))
+
+    def _previous(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        # What this operator last wrote is newer than the index until the watch event comes back.
+        uid = body["metadata"].get("uid")
+        return self._written.get(uid) or body.get("status")
+
+    def _gate(self, kind: str, key: Key, entries: Mapping[tuple[str, str, str], Any], condition: str) -> Cond:
+        entry = entries.get((kind, *key))
+        required = self.history.first_generation(kind, *key) if entry is not None else None
+        if required is not None and self.history.entry(kind, *key) != entry:
+            required = None  # the current spec is compiled but not written yet
+        if required is None and self._too_large is not None:
+            return false(condition, "ContractTooLarge", str(self._too_large))
+        return gate(required, self.loaded, condition)
+
+    def _broker_facts(self, key: Key, broker: Broker | None, invalid: str | None, problem: Problem | None,
+                      entries: Mapping[tuple[str, str, str], Any], resolver: Resolver) -> BrokerFacts:
+        if broker is None:
+            return BrokerFacts(address=None, problem=Problem("InvalidSpec", invalid or "invalid Broker"))
+        dead_letter = self._dead_letter(broker.spec.delivery, resolver, key[0])
+        if problem is not None:
+            return BrokerFacts(address=None, problem=problem, dead_letter=dead_letter)
+        topic = self.topics.get(key)
+        topic_condition = None
+        if broker.broker_class == KAFKA:
+            topic_condition = topic.condition if topic else unknown(TOPIC_READY, "TopicNotCreated", "pending")
+        address = broker_address(self.config.ingress_service, self.config.system_namespace, *key)
+        return BrokerFacts(address=address, ingress=self._gate(BROKER, key, entries, INGRESS_READY),
+                           dead_letter=dead_letter, topic=topic_condition)
+
+    def _trigger_facts(self, body: dict[str, Any], trigger: Trigger | None, invalid: str | None,
+                       problem: Problem | None, entries: Mapping[tuple[str, str, str], Any], resolver: Resolver,
+                       ready_of: Mapping[Key, Mapping[str, Any]], brokers: Mapping[Key, Broker]) -> TriggerFacts:
+        namespace, name = _key(body)
+        broker_name = str((body.get("spec") or {}).get("broker") or "")
+        broker = broker_ready(ready_of.get((namespace, broker_name)), namespace, broker_name)
+        if trigger is None:
+            why = invalid or "invalid Trigger"
+            return TriggerFacts(broker, Resolution.failed("InvalidSpec", why), problem=Problem("InvalidSpec", why))
+        owner = brokers.get((namespace, broker_name))
+        # As compile_contract: a Trigger's delivery fully overrides its Broker's.
+        delivery = trigger.spec.delivery or (owner.spec.delivery if owner else None)
+        return TriggerFacts(
+            broker=broker,
+            subscriber=resolve(resolver, trigger.spec.subscriber, namespace),
+            dead_letter=self._dead_letter(delivery, resolver, namespace),
+            problem=problem,
+            loaded=self._gate(TRIGGER, (namespace, name), entries, "Loaded"),
+        )
+
+    @staticmethod
+    def _dead_letter(delivery: DeliverySpec | None, resolver: Resolver, namespace: str) -> Resolution | None:
+        if delivery is None or delivery.dead_letter_sink is None:
+            return None
+        return resolve(resolver, delivery.dead_letter_sink, namespace)
+
+    async def _write_status(self, plural: str, body: dict[str, Any], status: dict[str, Any],
+                            limit: asyncio.Semaphore) -> None:
+        metadata = body["metadata"]
+        uid = metadata.get("uid")
+        if not same_status(body.get("status"), status) and self._written.get(uid) != status:
+            path = resource_path(API, plural, metadata.get("namespace"), metadata["name"], "status")
+            async with limit:
+                try:
+                    await self.ctx.api.merge_patch(path, {"status": status})
+                except ApiError as error:
+                    log.warning("status of %s %s/%s not written: %s", body.get("kind"), metadata.get("namespace"),
+                                metadata["name"], error)
+                    return
+            self._written[uid] = status
+            self.ctx.metrics.status_writes.labels(body.get("kind", plural)).inc()
+        ready = status["conditions"][0]
+        if ready["status"] == "False":
+            await self.ctx.events.failure(body, ready.get("reason", "NotReady"), ready.get("message", ""))
+        else:
+            self.ctx.events.recovered(body)
+
+    # --- the ConfigMap --------------------------------------------------------------------------------------
+
+    async def _await_loaded(self, seconds: float) -> None:
+        """Gives the data plane a moment to load the contract just written, so that the statuses written
+        next are final (Ready) rather than 'waiting', which would cost each object a second write."""
+        assert self.contract is not None
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            loaded = loaded_generation(self.ctx.views.reports(), datetime.now(UTC), self.config.report_stale_after)
+            if loaded is None or loaded >= self.contract.generation:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _write(self, compiled: Contract) -> bool:
+        """Writes the contract if its routing changed; whether a new generation was written."""
+        if self.contract is not None and same_routing(compiled, self.contract):
+            self._too_large = None
+            return False
+        # Above every generation a replica reported: the ConfigMap may have been deleted and rewritten.
+        reported = max((r.generation for r in self.ctx.views.reports().values()), default=0)
+        generation = max(self.contract.generation if self.contract else 0, reported) + 1
+        contract = compiled.model_copy(update={"generation": generation})
+        try:
+            body = contract_config_map(contract, self.config.system_namespace)
+        except ContractTooLarge as error:
+            if self._too_large is None or self._too_large.size != error.size:
+                log.error("%s", error)
+            self._too_large = error
+            self.ctx.metrics.contract_bytes.set(error.size)
+            return False
+        self._too_large = None
+        await self.ctx.api.apply(resource_path("v1", "configmaps", self.config.system_namespace, CONTRACT_CONFIGMAP),
+                                 body)
+        self._remember(contract)
+        size = len(body["data"]["contract.json"])
+        self.ctx.metrics.contract_writes.inc()
+        self.ctx.metrics.contract_bytes.set(size)
+        log.info("contract generation %d written: %d broker(s), %d trigger(s), %d bytes", generation,
+                 len(contract.brokers), sum(len(b.triggers) for b in contract.brokers), size)
+        return True
+
+    def _remember(self, contract: Contract) -> None:
+        self.contract = contract
+        self.history.record(contract)
+        self.ctx.metrics.contract_generation.set(contract.generation)
+        for broker in contract.brokers:
+            if broker.kafka is not None:
+                self.kafka[(broker.namespace, broker.name)] = broker.kafka
+
+    # --- Kafka topics -----------------------------------------------------------------------------------------
+
+    def _ensure_topics(self, contract: Contract) -> None:
+        wanted = {(b.namespace, b.name): b.kafka for b in contract.brokers if b.kafka is not None}
+        for key in [k for k in self.topics if k not in wanted]:
+            del self.topics[key]
+        for key, settings in wanted.items():
+            state = self.topics.get(key)
+            due = (state is None or state.settings != settings
+                   or (not state.condition.is_true and time.monotonic() >= state.retry_at))
+            if not due or key in self._topic_tasks:
+                continue
+            if state is None or state.settings != settings:
+                pending = unknown(TOPIC_READY, "TopicNotCreated", f"creating topic {settings.topic}")
+                self.topics[key] = TopicState(settings, pending)
+            self._topic_tasks.add(key)
+            self.ctx.spawn(self._create_topic(key, settings), name=f"topic {settings.topic}")
+
+    async def _create_topic(self, key: Key, settings: KafkaSettings) -> None:
+        retry_at = math.inf
+        try:
+            async with asyncio.timeout(60):
+                created = await topics.ensure_topic(settings)
+            condition = true(TOPIC_READY, "TopicCreated" if created else "TopicExists", f"topic {settings.topic}")
+        except Exception as error:  # any failure (unreachable, refused, timed out) is the condition's message
+            retry_at = time.monotonic() + self.config.retry_interval
+            condition = false(TOPIC_READY, "TopicCreationFailed",
+                              f"topic {settings.topic} on {','.join(settings.bootstrap_servers)}: "
+                              f"{type(error).__name__}: {error}")
+            asyncio.get_running_loop().call_later(self.config.retry_interval, self.poke)
+        finally:
+            self._topic_tasks.discard(key)
+        state = self.topics.get(key)
+        if state is not None and state.settings == settings:
+            self.topics[key] = TopicState(settings, condition, retry_at)
+        self.poke()
+
+    def kafka_settings(self, body: Mapping[str, Any]) -> KafkaSettings | None:
+        """The Kafka settings of a Broker: as last written, else compiled from its body now."""
+        key = _key(body)
+        if key in self.kafka:
+            return self.kafka[key]
+        brokers, _ = parse(Broker, [dict(body)])
+        compiled = compile_contract(brokers.values(), [], self.ctx.views.resolver(), generation=0,
+                                    config_maps=self.ctx.views.config_maps(),
+                                    default_kafka_bootstrap=list(self.config.default_kafka_bootstrap) or None)
+        return next((b.kafka for b in compiled.contract.brokers if b.kafka is not None), None)
+
+    async def wait_unloaded(self, namespace: str, name: str, timeout: float) -> bool:
+        """Waits until the data plane has loaded a contract without the Broker (so that it will not write to
+        its topic again); False after ``timeout`` seconds."""
+        self.poke()
+        deadline = time.monotonic() + timeout
+        async with self._passed:
+            while not self._unloaded((namespace, name)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._passed.wait()
+        return True
+
+    def _unloaded(self, key: Key) -> bool:
+        if self.contract is not None and any((b.namespace, b.name) == key for b in self.contract.brokers):
+            return False
+        removed = self.history.removed.get(key)
+        return removed is None or self.loaded is None or self.loaded >= removed
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    metadata = body["metadata"]
+    return (metadata.get("namespace") or "default", metadata["name"])

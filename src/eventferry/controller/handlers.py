@@ -1,0 +1,229 @@
+"""The kopf handlers: thin, each reads the object and hands it to a reconciler.
+
+- Indices keep Brokers, Triggers, Services, ConfigMaps (their Kafka keys), the data plane reports
+  and the sources in memory; kopf runs no handler before they are all listed.
+- Event handlers poke the contract loop (``contracts.py``) when something it compiles from changed.
+- Sources are reconciled on create, update and resume (kopf's change handlers, with their progress
+  and diff-base in annotations), on changes of their Deployment, and every ``retry_interval`` while
+  not Ready (``sources.py``).
+- A finalizer on Kafka-class Brokers deletes their topics, unless ``eventferry.dev/topic.retain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from eventferry.apis.broker import KAFKA, Broker
+from eventferry.controller import topics
+from eventferry.controller.config import OperatorConfig
+from eventferry.controller.context import Context
+from eventferry.controller.sources import MODELS, owner_of
+from eventferry.controller.views import (
+    KOPF_PREFIX,
+    broker_fingerprint,
+    kafka_config,
+    slim,
+    trigger_fingerprint,
+)
+from eventferry.resources.conditions import is_ready
+from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, SOURCE_KIND_LABEL, TOPIC_RETAIN_ANNOTATION
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION = "eventferry.dev", "v1alpha1"
+FINALIZER = "eventferry.dev/kafka-topics"
+TOPIC_DELETE_ATTEMPTS = 6
+SOURCE_PLURALS = {"KafkaSource": "kafkasources", "RocketMQSource": "rocketmqsources"}
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    # Progress and diff-base in annotations: the status belongs to the conditions, which kopf must
+    # not overwrite, and a status subresource drops what the main endpoint writes there.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = FINALIZER
+    # A watch that silently stalls (a half-open connection) would freeze the operator: the server
+    # ends each stream after watch_timeout, the client gives up shortly after, and kopf re-lists.
+    settings.watching.server_timeout = config.watch_timeout
+    settings.watching.client_timeout = config.watch_timeout + 30
+    settings.watching.connect_timeout = 10
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    # Only adapter Deployments are watched, filtered by the API server.
+    settings.watching.label_selectors["apps", "deployments"] = SOURCE_KIND_LABEL
+    # Handler failures become Warning Events on the object (kubectl describe / get events).
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "eventferry-operator"
+    settings.posting.reporting_instance = config.identity
+    settings.posting.event_name_prefix = "eventferry-"
+    # One active operator is chosen by the Lease (leader.py); kopf's peering would pause them all.
+    settings.peering.standalone = True
+    # The CRDs are installed before the operator: no watch of CRDs or namespaces (less RBAC).
+    settings.scanning.disabled = True
+
+
+def _retained(annotations: Mapping[str, str]) -> bool:
+    return str(annotations.get(TOPIC_RETAIN_ANNOTATION, "")).lower() == "true"
+
+
+def _kafka_class(annotations: Mapping[str, str]) -> bool:
+    return Broker.model_validate({"metadata": {"name": "-", "annotations": dict(annotations)}}).broker_class == KAFKA
+
+
+def build_registry(ctx: Context) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    config, contracts, sources = ctx.config, ctx.contracts, ctx.sources
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+
+    @kopf.on.startup(id="startup", registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        configure(settings, config)
+        ctx.views.attach(kwargs)  # kopf passes the (still empty, live) indices by their names
+        await contracts.prepare()
+        ctx.spawn(contracts.run(), name="contract loop")
+        ctx.spawn(_retry_sources(ctx), name="source retries")
+
+    @kopf.on.login(id="login", registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same loaders as the operator's own client (kubernetes package): in-cluster, else KUBECONFIG.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.cleanup(id="cleanup", registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await ctx.stop()
+
+    # --- indices -----------------------------------------------------------------------------------------
+
+    @kopf.index(GROUP, VERSION, "brokers", id="broker_index", registry=registry)
+    async def broker_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+        return {(namespace, name): slim(body)}
+
+    @kopf.index(GROUP, VERSION, "triggers", id="trigger_index", registry=registry)
+    async def trigger_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+        return {(namespace, name): slim(body)}
+
+    @kopf.index(GROUP, VERSION, "kafkasources", id="kafkasource_index", registry=registry)
+    async def kafkasource_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+        return {(namespace, name): slim(body)}
+
+    @kopf.index(GROUP, VERSION, "rocketmqsources", id="rocketmqsource_index", registry=registry)
+    async def rocketmqsource_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+        return {(namespace, name): slim(body)}
+
+    @kopf.index("", "v1", "services", id="service_index", registry=registry)
+    async def service_index(namespace: str | None, name: str, **_: Any) -> Any:
+        return {(namespace, name): True}
+
+    @kopf.index("", "v1", "configmaps", id="configmap_index", registry=registry)
+    async def configmap_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+        return {(namespace, name): kafka_config(body.get("data"))}
+
+    def is_dataplane_status(namespace: str | None, name: str, **_: Any) -> bool:
+        return namespace == config.system_namespace and name == DATAPLANE_STATUS_CONFIGMAP
+
+    @kopf.index("", "v1", "configmaps", when=is_dataplane_status, id="dataplane_index", registry=registry)
+    async def dataplane_index(body: kopf.Body, **_: Any) -> Any:
+        return {"reports": dict(body.get("data") or {})}
+
+    # --- what the contract is compiled from ----------------------------------------------------------------
+
+    @kopf.on.event(GROUP, VERSION, "brokers", id="broker_event", registry=registry)
+    async def broker_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        contracts.observe("Broker", (namespace, name), None if type == "DELETED" else broker_fingerprint(body))
+        if type == "DELETED":
+            ctx.events.recovered(body)
+
+    @kopf.on.event(GROUP, VERSION, "triggers", id="trigger_event", registry=registry)
+    async def trigger_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        contracts.observe("Trigger", (namespace, name), None if type == "DELETED" else trigger_fingerprint(body))
+        if type == "DELETED":
+            ctx.events.recovered(body)
+
+    @kopf.on.event("", "v1", "services", id="service_event", registry=registry)
+    async def service_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
+        contracts.observe("Service", (namespace, name), None if type == "DELETED" else True)
+
+    @kopf.on.event("", "v1", "configmaps", id="configmap_event", registry=registry)
+    async def configmap_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        data = dict(body.get("data") or {})
+        # The status ConfigMap changes with every heartbeat: each one may make Triggers Ready.
+        relevant = data if is_dataplane_status(namespace, name) else kafka_config(data)
+        fingerprint = None if type == "DELETED" else tuple(sorted(relevant.items()))
+        contracts.observe("ConfigMap", (namespace, name), fingerprint)
+
+    # --- Broker deletion: its topics ----------------------------------------------------------------------
+
+    def needs_topic_cleanup(annotations: kopf.Annotations, **_: Any) -> bool:
+        return _kafka_class(annotations) and not _retained(annotations)
+
+    @kopf.on.delete(GROUP, VERSION, "brokers", when=needs_topic_cleanup, id="broker_topics",
+                    registry=registry)
+    async def broker_deleted(body: kopf.Body, namespace: str | None, name: str, retry: int, logger: Any,
+                             **_: Any) -> None:
+        settings = contracts.kafka_settings(body)
+        if settings is None:
+            logger.warning("no Kafka settings are known for this Broker: its topics are left in place")
+            return
+        # The data plane first stops writing to the topic, else it could create it again.
+        if not await contracts.wait_unloaded(str(namespace), name, config.unload_timeout):
+            logger.warning(f"the data plane did not drop this Broker within {config.unload_timeout:.0f}s; "
+                           "deleting its topics anyway")
+        try:
+            async with asyncio.timeout(60):
+                deleted = await topics.delete_topics(settings)
+        except Exception as error:  # the cause goes to the log and, as a Warning, to an Event
+            if retry + 1 >= TOPIC_DELETE_ATTEMPTS:
+                logger.error(f"deleting topic {settings.topic} failed {TOPIC_DELETE_ATTEMPTS} times ({error}); "
+                             "giving up: the topic is left in place")
+                return
+            raise kopf.TemporaryError(f"deleting topic {settings.topic} failed: {error}",
+                                      delay=config.retry_interval) from error
+        logger.info(f"deleted topics: {', '.join(deleted) or 'none existed'}")
+
+    # --- sources ---------------------------------------------------------------------------------------------
+
+    for plural in SOURCE_PLURALS.values():
+        @kopf.on.resume(GROUP, VERSION, plural, id="source_resumed", registry=registry)
+        @kopf.on.create(GROUP, VERSION, plural, id="source_created", registry=registry)
+        @kopf.on.update(GROUP, VERSION, plural, id="source_updated", registry=registry)
+        async def source_changed(body: kopf.Body, **_: Any) -> None:
+            await sources.reconcile(body)
+
+        @kopf.on.event(GROUP, VERSION, plural, id="source_event", registry=registry)
+        async def source_event(type: str, body: kopf.Body, **_: Any) -> None:
+            if type == "DELETED":
+                sources.forget(body)
+
+    @kopf.on.event("apps", "v1", "deployments", labels={SOURCE_KIND_LABEL: kopf.PRESENT}, id="deployment_event",
+                   registry=registry)
+    async def deployment_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+        owner = owner_of(body)
+        source = ctx.views.source(owner[0], str(namespace), owner[1]) if owner else None
+        if source is not None:
+            await sources.reconcile(source)
+
+    return registry
+
+
+async def _retry_sources(ctx: Context) -> None:
+    """Sources that are not Ready are reconciled again every ``retry_interval``: a Secret, a Service or a
+    Broker created later is picked up without a watch on Secrets (which would need list/watch on all of
+    them). kopf timers would do the same but put a finalizer on every source."""
+    while True:
+        await asyncio.sleep(ctx.config.retry_interval)
+        for kind in MODELS:
+            for body in ctx.views.sources(kind):
+                if not is_ready(body.get("status")) and not (body.get("metadata") or {}).get("deletionTimestamp"):
+                    try:
+                        await ctx.sources.reconcile(body)
+                    except Exception:
+                        log.exception("retrying %s %s/%s failed", kind, body["metadata"].get("namespace"),
+                                      body["metadata"]["name"])

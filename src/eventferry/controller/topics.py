@@ -1,0 +1,63 @@
+"""Kafka topics of Kafka-class Brokers: created when the Broker is, deleted with it (unless retained)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from eventferry.contract.model import KafkaSettings
+
+log = logging.getLogger(__name__)
+TIMEOUT_MS = 10_000
+
+
+def _admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
+    options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "request_timeout_ms": TIMEOUT_MS,
+                               "client_id": "eventferry-operator", **settings.security}
+    return AIOKafkaAdminClient(**options)
+
+
+async def ensure_topic(settings: KafkaSettings) -> bool:
+    """Creates the Broker's topic with the configured partitions and replication; False if it existed.
+
+    An existing topic is left as it is: Kafka cannot lower a partition count, and raising it would
+    move keys between partitions (as Knative, the settings apply at creation only).
+    """
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        if settings.topic in await admin.list_topics():
+            return False
+        try:
+            await admin.create_topics([NewTopic(settings.topic, settings.partitions, settings.replication_factor)])
+        except TopicAlreadyExistsError:
+            return False
+        log.info("created topic %s (%d partitions, replication %d)", settings.topic, settings.partitions,
+                 settings.replication_factor)
+        return True
+    finally:
+        await admin.close()
+
+
+def broker_topics(topic: str, existing: set[str]) -> list[str]:
+    """The Broker's topic and its Triggers' retry topics (``<topic>.retry.<trigger>``) among ``existing``."""
+    retry = re.compile(re.escape(topic) + r"\.retry\..+")
+    return sorted(t for t in existing if t == topic or retry.fullmatch(t))
+
+
+async def delete_topics(settings: KafkaSettings) -> list[str]:
+    """Deletes the Broker's topic and its retry topics; returns the names deleted."""
+    admin = _admin(settings)
+    await admin.start()
+    try:
+        doomed = broker_topics(settings.topic, set(await admin.list_topics()))
+        if doomed:
+            await admin.delete_topics(doomed)
+            log.info("deleted topics %s", ", ".join(doomed))
+        return doomed
+    finally:
+        await admin.close()

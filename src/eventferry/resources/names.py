@@ -1,0 +1,29 @@
+"""Names, labels and annotations that the operator, the data plane and the adapters agree on."""
+
+from __future__ import annotations
+
+SYSTEM_NAMESPACE = "eventferry-system"
+INGRESS_SERVICE = "eventferry-broker-ingress"
+
+CONTRACT_CONFIGMAP = "eventferry-contract"
+CONTRACT_KEY = "contract.json"
+# Each data plane replica writes the contract generation it has loaded here, under its pod name.
+DATAPLANE_STATUS_CONFIGMAP = "eventferry-dataplane-status"
+
+OPERATOR_LEASE = "eventferry-operator"
+FIELD_MANAGER = "eventferry-operator"
+
+PART_OF = {"app.kubernetes.io/part-of": "eventferry"}
+MANAGED_BY = {"app.kubernetes.io/managed-by": "eventferry-operator"}
+
+SOURCE_LABEL = "eventferry.dev/source"
+SOURCE_KIND_LABEL = "eventferry.dev/source-kind"
+SOURCE_UID_LABEL = "eventferry.dev/source-uid"
+
+TOPIC_RETAIN_ANNOTATION = "eventferry.dev/topic.retain"
+"""On a Kafka-class Broker: ``"true"`` keeps its topics when the Broker is deleted."""
+
+
+def broker_address(ingress_service: str, system_namespace: str, namespace: str, name: str) -> str:
+    """The URL producers POST to: the shared ingress Service, path ``/<namespace>/<name>``."""
+    return f"http://{ingress_service}.{system_namespace}.svc.cluster.local/{namespace}/{name}"

@@ -1,0 +1,196 @@
+"""The status of each kind, from the facts the operator gathered: pure, so every rule is unit-tested.
+
+Each ``*_status`` returns the whole ``status`` to write with a JSON merge patch: fields that no longer
+apply are ``None`` so that the patch removes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventferry.resources.conditions import Cond, false, merge, summarize, true, unknown
+
+ADDRESSABLE = "Addressable"
+INGRESS_READY = "IngressReady"
+DEAD_LETTER_SINK_RESOLVED = "DeadLetterSinkResolved"
+TOPIC_READY = "TopicReady"
+BROKER_READY = "BrokerReady"
+SUBSCRIBER_RESOLVED = "SubscriberResolved"
+SINK_PROVIDED = "SinkProvided"
+DEPLOYED = "Deployed"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A destination turned into a URL, or why it could not be."""
+
+    uri: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+    @classmethod
+    def failed(cls, reason: str, message: str) -> Resolution:
+        return cls(None, reason, message)
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+def _dead_letter(resolution: Resolution | None) -> Cond:
+    if resolution is None:
+        return true(DEAD_LETTER_SINK_RESOLVED, "DeadLetterSinkNotConfigured", "no dead-letter sink is configured")
+    if resolution.uri is None:
+        return false(DEAD_LETTER_SINK_RESOLVED, resolution.reason or "Unresolvable", resolution.message or "")
+    return true(DEAD_LETTER_SINK_RESOLVED)
+
+
+def _status(previous: Mapping[str, Any] | None, conditions: list[Cond], generation: int | None, now: str,
+            **fields: Any) -> dict[str, Any]:
+    merged = merge((previous or {}).get("conditions"), conditions, now)
+    return {"observedGeneration": generation, "conditions": merged, **fields}
+
+
+# --- Broker -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BrokerFacts:
+    address: str | None
+    """The ingress URL, None when the Broker is not routable (problem says why)."""
+    problem: Problem | None = None
+    """Why the Broker is not in the contract: UnknownBrokerClass, InvalidConfig, InvalidSpec."""
+    ingress: Cond = field(default_factory=lambda: unknown(INGRESS_READY, "NotInContract", ""))
+    """The readiness gate, named IngressReady."""
+    dead_letter: Resolution | None = None
+    topic: Cond | None = None
+    """TopicReady, for Kafka-class Brokers."""
+
+
+def broker_conditions(facts: BrokerFacts) -> list[Cond]:
+    if facts.problem is not None:
+        addressable = false(ADDRESSABLE, facts.problem.reason, facts.problem.message)
+        ingress = unknown(INGRESS_READY, facts.problem.reason, "the Broker is not routed")
+    else:
+        addressable = true(ADDRESSABLE)
+        ingress = facts.ingress
+    dependents = [addressable, ingress, _dead_letter(facts.dead_letter)]
+    if facts.topic is not None:
+        dependents.append(facts.topic)
+    return [summarize(dependents), *dependents]
+
+
+def broker_status(facts: BrokerFacts, previous: Mapping[str, Any] | None, generation: int | None,
+                  now: str) -> dict[str, Any]:
+    dead_letter_uri = facts.dead_letter.uri if facts.dead_letter else None
+    address = {"url": facts.address} if facts.address and facts.problem is None else None
+    return _status(previous, broker_conditions(facts), generation, now,
+                   address=address, deadLetterSinkUri=dead_letter_uri)
+
+
+# --- Trigger ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TriggerFacts:
+    broker: Cond
+    """BrokerReady: from the Broker's own Ready condition as this pass computed it."""
+    subscriber: Resolution
+    dead_letter: Resolution | None = None
+    problem: Problem | None = None
+    """What else keeps the Trigger out of the contract (InvalidFilter, InvalidSpec)."""
+    loaded: Cond = field(default_factory=lambda: unknown("Loaded", "NotInContract", ""))
+    """The readiness gate: True once the data plane routes the Trigger as it is now."""
+
+
+def broker_ready(broker_ready_condition: Mapping[str, Any] | Cond | None, namespace: str, name: str) -> Cond:
+    """BrokerReady of a Trigger, from the Ready condition of its Broker (None: no such Broker)."""
+    if broker_ready_condition is None:
+        return false(BROKER_READY, "BrokerDoesNotExist", f"Broker {namespace}/{name} does not exist")
+    if isinstance(broker_ready_condition, Cond):
+        status, reason, message = (broker_ready_condition.status, broker_ready_condition.reason,
+                                   broker_ready_condition.message)
+    else:
+        status = broker_ready_condition.get("status", "Unknown")
+        reason, message = broker_ready_condition.get("reason"), broker_ready_condition.get("message")
+    if status == "True":
+        return true(BROKER_READY)
+    text = f"Broker {namespace}/{name} is not ready" + (f": {reason}: {message}" if reason else "")
+    if status == "False":
+        return false(BROKER_READY, "BrokerNotReady", text)
+    return unknown(BROKER_READY, "BrokerNotReady", text)
+
+
+def trigger_conditions(facts: TriggerFacts) -> list[Cond]:
+    subscriber = (true(SUBSCRIBER_RESOLVED) if facts.subscriber.uri is not None else
+                  false(SUBSCRIBER_RESOLVED, facts.subscriber.reason or "Unresolvable", facts.subscriber.message or ""))
+    dependents = [facts.broker, subscriber, _dead_letter(facts.dead_letter)]
+    blocker = (facts.problem.reason, facts.problem.message) if facts.problem else None
+    ready = summarize(dependents, blocker)
+    if ready.is_true and not facts.loaded.is_true:
+        # Every dependency is fine: what is left is the data plane loading the contract.
+        ready = Cond("Ready", facts.loaded.status, facts.loaded.reason, facts.loaded.message)
+    return [ready, *dependents]
+
+
+def trigger_status(facts: TriggerFacts, previous: Mapping[str, Any] | None, generation: int | None,
+                   now: str) -> dict[str, Any]:
+    return _status(previous, trigger_conditions(facts), generation, now,
+                   subscriberUri=facts.subscriber.uri,
+                   deadLetterSinkUri=facts.dead_letter.uri if facts.dead_letter else None)
+
+
+# --- KafkaSource and RocketMQSource -------------------------------------------------------------------------
+
+def deployed(deployment: Mapping[str, Any] | None) -> Cond:
+    """Deployed, from the adapter Deployment's status as its controller writes it."""
+    if deployment is None:
+        return unknown(DEPLOYED, "DeploymentNotCreated", "the adapter Deployment does not exist yet")
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    if generation is not None and status.get("observedGeneration", 0) < generation:
+        return unknown(DEPLOYED, "DeploymentProgressing", "the adapter Deployment is rolling out")
+    available = next((c for c in status.get("conditions") or () if c.get("type") == "Available"), None)
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    count = f"{status.get('availableReplicas', 0)} of {wanted} adapter replica(s) available"
+    if available is None:
+        return unknown(DEPLOYED, "DeploymentProgressing", count)
+    if available.get("status") == "True":
+        return true(DEPLOYED, "DeploymentAvailable", count)
+    return false(DEPLOYED, available.get("reason") or "DeploymentUnavailable",
+                 f"{count}: {available.get('message') or 'not available'}")
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    sink: Resolution
+    deployed: Cond
+    problem: Problem | None = None
+    """What keeps the adapter from being deployed as specified: SecretNotFound, InvalidSpec..."""
+    consumers: int | None = None
+    selector: str | None = None
+    ce_attributes: list[dict[str, str]] | None = None
+
+
+def source_conditions(facts: SourceFacts) -> list[Cond]:
+    sink = (true(SINK_PROVIDED) if facts.sink.uri is not None else
+            false(SINK_PROVIDED, facts.sink.reason or "Unresolvable", facts.sink.message or ""))
+    deployment = facts.deployed
+    if facts.problem is not None:
+        deployment = false(DEPLOYED, facts.problem.reason, facts.problem.message)
+    dependents = [sink, deployment]
+    return [summarize(dependents), *dependents]
+
+
+def source_status(facts: SourceFacts, previous: Mapping[str, Any] | None, generation: int | None,
+                  now: str) -> dict[str, Any]:
+    return _status(previous, source_conditions(facts), generation, now, sinkUri=facts.sink.uri,
+                   consumers=facts.consumers, selector=facts.selector, ceAttributes=facts.ce_attributes)
+
+
+def same_status(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    """Whether writing ``wanted`` (a merge patch of the status) would change ``current``."""
+    current = current or {}
+    return all(current.get(key) == value for key, value in wanted.items())
