@@ -212,3 +212,10 @@ def test_long_and_or_runs_compile_flat_while_deep_nesting_is_a_parse_error() -> 
 def test_keywords_and_function_names_ignore_case() -> None:
     expression = compile_expression("NoT (LoWeR(Type) lIkE 'a%' aNd exists ID) Or Length(id) In (2)")
     assert expression.evaluate({"id": "ab", "type": "Abc"}) == (True, [])
+
+
+def test_a_keyword_is_never_read_as_an_attribute() -> None:
+    with pytest.raises(CESQLParseError) as raised:
+        compile_expression("type = 'a' AND AND")
+    assert (raised.value.line, raised.value.column) == (1, 16)
+    assert compile_expression("android = 'x' OR notes = 'y'").matches({"android": "x"})

@@ -99,7 +99,8 @@ _DISPLAY = {
 @cache
 def _parser() -> Lark:
     # Built on first use: the LALR tables take a few tens of milliseconds, once per process.
-    return Lark(GRAMMAR, parser="lalr", lexer="contextual", maybe_placeholders=True)
+    # The basic lexer: a keyword is always a keyword, so "a = 1 AND AND" is a parse error, not an attribute "and".
+    return Lark(GRAMMAR, parser="lalr", lexer="basic", maybe_placeholders=True)
 
 
 def parse(text: str) -> Tree[Token]:
