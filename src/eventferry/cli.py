@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "broker": "broker",
     "crds": "crds",
     "operator": "operator",
+    "adapter": "adapter",
 }
 
 

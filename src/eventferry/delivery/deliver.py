@@ -42,13 +42,17 @@ class ReplyRejected(Exception):
 
 async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, *,
                   headers: dict[str, str] | None = None, on_reply: ReplyHandler | None = None,
-                  on_retry: RetryObserver | None = None) -> Result:
-    """Sends ``event`` to ``url``; on failure retries, then tries the dead-letter sink with the same policy."""
-    result = await _attempts(sender, event, url, delivery, headers, on_reply, on_retry)
+                  on_retry: RetryObserver | None = None, replies: bool = True) -> Result:
+    """Sends ``event`` to ``url``; on failure retries, then tries the dead-letter sink with the same policy.
+
+    ``replies=False`` reads no reply from a 2xx answer (any 2xx is a success), as Knative's source
+    adapters do: they send events, they do not request them.
+    """
+    result = await _attempts(sender, event, url, delivery, headers, on_reply, on_retry, replies)
     if result.outcome is Outcome.DELIVERED or delivery.dead_letter_sink is None:
         return result
     dead = dead_letter_event(event, url, result.last)
-    dls = await _attempts(sender, dead, delivery.dead_letter_sink, delivery, headers, None, on_retry)
+    dls = await _attempts(sender, dead, delivery.dead_letter_sink, delivery, headers, None, on_retry, replies)
     if dls.outcome is Outcome.DELIVERED:
         return Result(Outcome.DEAD_LETTERED, result.attempts + dls.attempts, result.last)
     return Result(Outcome.FAILED, result.attempts + dls.attempts, dls.last)
@@ -56,13 +60,15 @@ async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Deliver
 
 async def _attempts(sender: Sender, event: CloudEvent, url: str, delivery: Delivery,
                     headers: dict[str, str] | None, on_reply: ReplyHandler | None,
-                    on_retry: RetryObserver | None) -> Result:
+                    on_retry: RetryObserver | None, replies: bool = True) -> Result:
     structured = delivery.format == "json"
     attempts = 0
     while True:
         attempts += 1
         attempt = await sender.send(url, event, timeout=delivery.timeout, structured=structured, headers=headers)
         reply: CloudEvent | None = None
+        if attempt.ok and not replies:
+            return Result(Outcome.DELIVERED, attempts, attempt)
         if attempt.ok:
             try:
                 reply = _reply_of(attempt)

@@ -52,8 +52,11 @@ class Sender:
         wire_headers, body = to_structured(event) if structured else to_binary(event)
         if headers:
             wire_headers.update(headers)
+        # An event without datacontenttype goes without Content-Type: the one aiohttp would add
+        # (application/octet-stream) would reach the receiver as the event's datacontenttype.
+        skip = () if any(key.lower() == "content-type" for key in wire_headers) else ("Content-Type",)
         try:
-            async with self._session.post(url, data=body, headers=wire_headers,
+            async with self._session.post(url, data=body, headers=wire_headers, skip_auto_headers=skip,
                                           timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 content = await response.content.read(MAX_RESPONSE_BYTES)
                 return Attempt(response.status, content, {k.lower(): v for k, v in response.headers.items()})

@@ -1,0 +1,308 @@
+"""The RocketMQSource adapter against the real RocketMQ 5 (gRPC proxy) and real HTTP sinks on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from eventferry.adapters import config_from_manifest, run_adapter
+from eventferry.adapters.config import AdapterConfig, Limits
+from eventferry.adapters.metrics import AdapterMetrics
+from eventferry.contract.model import Delivery
+from tests.env.ports import free_port
+from tests.env.servers import RocketMQ
+from tests.support.subscriber import Answer, Received, Subscriber
+
+pytestmark = pytest.mark.integration
+
+EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+FAST = Limits(drain_timeout=3, invisible_duration=10, await_duration=2)
+TOPICS = {"mapping": "NORMAL", "flaky": "NORMAL", "dead": "NORMAL", "ordered": "FIFO", "kill": "NORMAL"}
+
+
+@pytest.fixture(scope="module")
+def topics(rocketmq: RocketMQ) -> Iterator[dict[str, str]]:
+    """The topics of this module, made at once (each admin call starts a JVM)."""
+    names = {purpose: f"src-{purpose}-{uuid.uuid4().hex[:8]}" for purpose in TOPICS}
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        for done in [pool.submit(rocketmq.create_topic, names[p], 4, kind) for p, kind in TOPICS.items()]:
+            done.result()
+    yield names
+
+
+def message(topic: str, body: bytes, *, tag: str | None = None, keys: tuple[str, ...] = (),
+            properties: dict[str, str] | None = None, group: str | None = None) -> Any:
+    from rocketmq import Message
+
+    msg = Message()
+    msg.topic = topic
+    msg.body = body
+    if tag:
+        msg.tag = tag
+    for key in keys:
+        msg.keys = key  # the setter adds one key
+    for name, value in (properties or {}).items():
+        msg.add_property(name, value)
+    if group:
+        msg.message_group = group
+    return msg
+
+
+def send_blocking(endpoint: str, topic: str, messages: list[Any], in_order: bool = False) -> list[str]:
+    from rocketmq import ClientConfiguration, Credentials, Producer
+
+    producer = Producer(ClientConfiguration(endpoint, Credentials(), request_timeout=10), (topic,))
+    producer.startup()
+    try:
+        if in_order:
+            return [producer.send(m).message_id for m in messages]
+        futures = [producer.send_async(m) for m in messages]
+        return [f.result(timeout=30).message_id for f in futures]
+    finally:
+        producer.shutdown()
+
+
+async def send(rocketmq: RocketMQ, topic: str, messages: list[Any], in_order: bool = False) -> list[str]:
+    return await asyncio.to_thread(send_blocking, rocketmq.endpoint, topic, messages, in_order)
+
+
+def manifest(topic: str, endpoint: str, sink: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "eventferry.dev/v1alpha1", "kind": "RocketMQSource",
+            "metadata": {"name": "comments", "namespace": "live"},
+            "spec": {"endpoints": endpoint, "topic": topic, "consumerGroup": f"group-{topic}", "sink": {"uri": sink},
+                     **spec}}
+
+
+@contextlib.asynccontextmanager
+async def running(config: AdapterConfig, metrics: AdapterMetrics | None = None) -> AsyncIterator[None]:
+    from eventferry.adapters.health import Health
+
+    stop = asyncio.Event()
+    health = Health()
+    task = asyncio.ensure_future(run_adapter(config, stop, metrics=metrics, health=health))
+    try:
+        deadline = time.monotonic() + 60
+        while not health.ready:
+            assert not task.done(), f"the adapter ended before it was ready: {task.exception()!r}"
+            assert time.monotonic() < deadline, f"adapter not ready: {health.reason}"
+            await asyncio.sleep(0.05)
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+@contextlib.asynccontextmanager
+async def sinks(*scripts: Any) -> AsyncIterator[list[Subscriber]]:
+    started = [await Subscriber(script).start() for script in scripts]
+    try:
+        yield started
+    finally:
+        for sink in started:
+            await sink.stop()
+
+
+async def distinct(sink: Subscriber, count: int, timeout: float) -> None:
+    """Waits until the sink accepted ``count`` distinct events (duplicates do not count)."""
+    deadline = time.monotonic() + timeout
+    while len({r.event.id for r in sink.received}) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+
+
+async def test_messages_and_cloudevents_are_mapped_end_to_end(rocketmq: RocketMQ, topics: dict[str, str]) -> None:
+    topic = topics["mapping"]
+    async with sinks(None, None) as (sink, dead_letters):
+        config = config_from_manifest(
+            manifest(topic, rocketmq.endpoint, sink.url, filterExpression="comment || ce",
+                     ceOverrides={"extensions": {"team": "moderation"}}),
+            sink.url, delivery=Delivery(retry=0, dead_letter_sink=dead_letters.url), limits=FAST)
+        async with running(config):
+            structured = json.dumps({"specversion": "1.0", "id": "c-2", "source": "/chat", "type": "live.comment",
+                                     "data": {"text": "hi"}}).encode()
+            ids = await send(rocketmq, topic, [
+                message(topic, b"great stream!", tag="comment", keys=("room-9", "user-1"),
+                        properties={"Room-Id": "9", "traceparent": TRACEPARENT}),
+                message(topic, b"a gift", tag="gift"),  # filtered out by the tag expression
+                message(topic, b"binary data", tag="ce", properties={
+                    "CE_specversion": "1.0", "CE_id": "c-1", "CE_source": "/chat/room-9", "CE_type": "live.comment",
+                    "CE_contenttype": "text/plain"}),
+                message(topic, structured, tag="ce",
+                        properties={"CE_contenttype": "application/cloudevents+json; charset=UTF-8"}),
+                message(topic, b"half an event", tag="ce", properties={"CE_specversion": "1.0", "CE_id": "broken"}),
+            ], in_order=True)
+            await sink.wait_for(3, timeout=30)
+            dead = await dead_letters.wait_for(1, timeout=30)
+            await asyncio.sleep(1)  # time for the filtered-out message to show up, were it not filtered
+    by_id = {r.event.id: r for r in sink.received}
+    assert set(by_id) == {ids[0], "c-1", "c-2"}, f"got {sorted(by_id)}"
+    plain = by_id[ids[0]].event
+    born = plain.attributes.pop("time")
+    assert isinstance(born, str) and born.endswith("Z")
+    assert plain.attributes == {
+        "specversion": "1.0", "id": ids[0], "type": "dev.eventferry.rocketmq.message",
+        "source": f"/apis/v1/namespaces/live/rocketmqsources/comments#{topic}", "subject": "comment",
+        "rocketmqtopic": topic, "rocketmqtag": "comment", "rocketmqkeys": "room-9 user-1", "rocketmqmsgid": ids[0],
+        "rocketmqdeliveryattempt": "1", "rocketmqproproomid": "9", "rocketmqproptraceparent": TRACEPARENT,
+        "team": "moderation"}
+    assert plain.data == b"great stream!"
+    assert by_id[ids[0]].headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    binary = by_id["c-1"].event
+    assert binary.attributes == {"specversion": "1.0", "id": "c-1", "source": "/chat/room-9", "type": "live.comment",
+                                 "datacontenttype": "text/plain"}  # passed through unchanged
+    assert binary.data == b"binary data"
+    assert json.loads(by_id["c-2"].event.data or b"") == {"text": "hi"}
+    broken = dead[0].event
+    assert broken.attributes["rocketmqmsgid"] == ids[4]
+    assert broken.data == b"half an event"
+    assert "not valid" in base64.b64decode(str(broken.attributes["knativeerrordata"])).decode()
+
+
+async def test_a_sink_failing_for_a_while_loses_nothing(rocketmq: RocketMQ, topics: dict[str, str]) -> None:
+    topic = topics["flaky"]
+    count = 100
+    recovers_at = time.monotonic() + 1e9
+
+    def flaky(received: Received, seen: int) -> Answer:
+        return Answer(status=503 if time.monotonic() < recovers_at else 200)
+
+    async with sinks(flaky) as (sink,):
+        config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url), sink.url, limits=FAST,
+                                      delivery=Delivery(retry=0, timeout=5))
+        metrics = AdapterMetrics("rocketmq", "live", "comments")
+        async with running(config, metrics):
+            recovers_at = time.monotonic() + 3
+            await send(rocketmq, topic, [message(topic, f"{i}".encode()) for i in range(count)])
+            await distinct(sink, count, timeout=60)
+    bodies = collections.Counter(r.event.data for r in sink.received)
+    missing = {f"{i}".encode() for i in range(count)} - set(bodies)
+    assert not missing, f"{len(missing)} messages lost"
+    assert metrics.value("eventferry_adapter_events_sent_total", outcome="failed", code="503") > 0
+    redelivered = [r for r in sink.received if r.event.attributes["rocketmqdeliveryattempt"] != "1"]
+    assert redelivered, "the failed deliveries should come back as redeliveries of RocketMQ"
+
+
+async def test_dead_letter_sink_gets_the_events_a_sink_always_refuses(rocketmq: RocketMQ,
+                                                                      topics: dict[str, str]) -> None:
+    topic = topics["dead"]
+    async with sinks(lambda r, n: Answer(status=500, body=b"down"), None) as (sink, dead_letters):
+        config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url), sink.url, limits=FAST,
+                                      delivery=Delivery(retry=1, backoff_delay=0.01, dead_letter_sink=dead_letters.url))
+        async with running(config):
+            ids = await send(rocketmq, topic, [message(topic, f"v{i}".encode()) for i in range(5)])
+            dead = await dead_letters.wait_for(5, timeout=30)
+            await asyncio.sleep(2)  # acknowledged: nothing comes back
+    assert sorted(r.event.id for r in dead) == sorted(ids)
+    for received in dead:
+        assert received.event.attributes["knativeerrordest"] == sink.url
+        assert received.event.attributes["knativeerrorcode"] == "500"
+        assert base64.b64decode(str(received.event.attributes["knativeerrordata"])) == b"down"
+    assert len(dead_letters.received) == 5
+    assert len(sink.requests) == 10  # each: the first attempt and one retry, then the dead-letter sink
+
+
+async def test_ordered_delivery_keeps_the_order_of_each_message_group(rocketmq: RocketMQ,
+                                                                      topics: dict[str, str]) -> None:
+    topic = topics["ordered"]
+    count = 90
+
+    def jittery(received: Received, seen: int) -> Answer:
+        return Answer(delay=(hash(received.event.id) % 5) / 1000)
+
+    async with sinks(jittery) as (sink,):
+        config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url, ordering="ordered"), sink.url,
+                                      limits=FAST)
+        async with running(config):
+            await send(rocketmq, topic, [message(topic, f"room-{i % 3}:{i}".encode(), group=f"room-{i % 3}")
+                                         for i in range(count)], in_order=True)
+            await sink.wait_for(count, timeout=60)
+    arrivals: dict[str, list[int]] = collections.defaultdict(list)
+    for received in sink.received:
+        group, number = (received.event.data or b"").decode().split(":")
+        arrivals[group].append(int(number))
+    assert len(arrivals) == 3
+    for group, numbers in arrivals.items():
+        assert numbers == sorted(numbers), f"{group} delivered out of order: {numbers}"
+
+
+# --- the adapter as a process ------------------------------------------------------------------------------
+
+def adapter_env(source: dict[str, Any], **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("K_")}
+    env.update({"K_SINK": source["spec"]["sink"]["uri"], "K_SOURCE_SPEC": json.dumps(source["spec"]),
+                "K_SOURCE_NAME": source["metadata"]["name"], "K_SOURCE_NAMESPACE": source["metadata"]["namespace"],
+                "K_DRAIN_TIMEOUT": "3", "K_ROCKETMQ_INVISIBLE_DURATION": "10", "K_ROCKETMQ_AWAIT_DURATION": "2"})
+    env.update(extra)
+    return env
+
+
+def start_adapter(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([EVENTFERRY, "adapter", "rocketmq"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the adapter exited before it was ready"
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"adapter not ready within {timeout}s")
+
+
+async def test_killed_adapter_process_redelivers_and_skips_nothing(rocketmq: RocketMQ, topics: dict[str, str],
+                                                                   tmp_path: Path) -> None:
+    topic = topics["kill"]
+    count = 1500
+    async with sinks(lambda r, n: Answer(delay=0.002)) as (sink,):
+        source = manifest(topic, rocketmq.endpoint, sink.url)
+        port = free_port()
+        env = adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="100")
+        proc = start_adapter(env, tmp_path / "first.log")
+        try:
+            await wait_ready(port, proc)
+            sent = await send(rocketmq, topic, [message(topic, f"{i}".encode()) for i in range(count)])
+            await sink.wait_for(count // 4, timeout=60)
+            kill(proc)  # SIGKILL mid-stream: received messages stay unacknowledged
+            killed_at = len(sink.received)
+            assert killed_at < count, "the stream ended before the kill: make it longer"
+            proc = start_adapter(env, tmp_path / "second.log")
+            await wait_ready(port, proc)
+            await distinct(sink, count, timeout=90)
+        finally:
+            kill(proc, signal.SIGTERM)
+    ids = collections.Counter(r.event.id for r in sink.received)
+    duplicates = sum(n - 1 for n in ids.values())
+    missing = set(sent) - set(ids)
+    assert len(set(sent)) == count
+    assert not missing, f"{len(missing)} messages never delivered ({duplicates} duplicates; killed after {killed_at})"
+    assert {r.event.data for r in sink.received} == {f"{i}".encode() for i in range(count)}
+    assert proc.returncode == 0, "SIGTERM should stop the adapter cleanly"
