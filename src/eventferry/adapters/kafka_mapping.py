@@ -1,7 +1,8 @@
 """Kafka record -> CloudEvent, as Knative's KafkaSource (design brief, section 8). Pure functions.
 
 - A record that already is a CloudEvent (binary ``ce_`` headers, or structured by its
-  ``content-type: application/cloudevents...``) passes through as it is (``ceOverrides`` apply only to events made here).
+  ``content-type: application/cloudevents...``) passes through as it is (``ceOverrides`` apply only
+  to events made here).
 - Any other record is wrapped: id ``partition:<p>/offset:<o>``, type ``dev.knative.kafka.event``,
   source ``/apis/v1/namespaces/<ns>/kafkasources/<name>#<topic>``, subject ``partition:<p>#<o>``, time
   the record timestamp, ``key``/``partitionkey`` from the key (typed by the key-type label), one
