@@ -18,6 +18,7 @@ from eventferry.contract.manifests import ManifestError, Manifests, load_manifes
 from eventferry.contract.resolve import Resolver
 from eventferry.dataplane.server import Server
 from eventferry.display import display_url
+from eventferry.embedded_sources import EmbeddedSources
 
 log = logging.getLogger("eventferry.run")
 
@@ -34,6 +35,7 @@ class Embedded:
         self.compiled: Compiled | None = None
         self.generation = 0
         self._stamps: dict[Path, float] = {}
+        self.sources = EmbeddedSources()
 
     def base_url(self) -> str:
         return f"http://{self.server.host}:{self.server.port}"
@@ -76,6 +78,7 @@ class Embedded:
                         problem.reason, problem.message, hint)
         await self.server.dataplane.apply(compiled.contract)
         self.compiled = compiled
+        await self.sources.apply(self.manifests, self._resolver())
 
     def addresses(self) -> list[str]:
         assert self.compiled is not None
@@ -104,4 +107,4 @@ class Embedded:
                 log.error("manifests changed but do not load; still running the previous ones: %s", error)
 
     async def close(self) -> None:
-        return None
+        await self.sources.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ class Manifests:
     triggers: list[Trigger] = field(default_factory=list)
     config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)  # KafkaSource / RocketMQSource documents
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (ns, name) -> key -> value
     ignored: list[str] = field(default_factory=list)
 
 
@@ -75,6 +78,8 @@ def load_manifests(paths: Iterable[str | Path]) -> Manifests:
                 if kind == "ConfigMap" and api_version == "v1":
                     key = (metadata["namespace"], metadata.get("name", ""))
                     result.config_maps[key] = {str(k): str(v) for k, v in (doc.get("data") or {}).items()}
+                elif kind == "Secret" and api_version == "v1":
+                    result.secrets[(metadata["namespace"], metadata.get("name", ""))] = _secret_values(doc, where)
                 elif api_version.split("/")[0] != GROUP:
                     result.ignored.append(f"{where}: {kind} ({api_version or 'no apiVersion'})")
                 elif kind == "Broker":
@@ -88,3 +93,13 @@ def load_manifests(paths: Iterable[str | Path]) -> Manifests:
             except ValidationError as error:
                 raise ManifestError(f"{where}: invalid {kind} {metadata.get('name')!r}:\n{error}") from None
     return result
+
+
+def _secret_values(doc: dict[str, Any], where: str) -> dict[str, str]:
+    values = {str(k): str(v) for k, v in (doc.get("stringData") or {}).items()}
+    for key, encoded in (doc.get("data") or {}).items():
+        try:
+            values[str(key)] = base64.b64decode(str(encoded), validate=True).decode()
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise ManifestError(f"{where}: Secret data {key!r} is not base64 of UTF-8 text") from None
+    return values
