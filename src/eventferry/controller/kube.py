@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from eventferry.kubeconn import ApiConnection
 from eventferry.resources.names import FIELD_MANAGER
 
 JSON = "application/json"
@@ -54,30 +55,8 @@ class ApiClient:
 
     @classmethod
     def from_environment(cls) -> ApiClient:
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        context: ssl.SSLContext | None = None
-        if configuration.host.startswith("https"):
-            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-            if configuration.cert_file:
-                context.load_cert_chain(configuration.cert_file, configuration.key_file)
-            if not configuration.verify_ssl:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-
-        def authorization() -> str | None:
-            # Called per request: the loader's refresh hook reads a rotated token file again. The key is
-            # "BearerToken" since kubernetes 36, "authorization" before.
-            value = (configuration.get_api_key_with_prefix("BearerToken")
-                     or configuration.get_api_key_with_prefix("authorization"))
-            return str(value) if value else None
-
-        return cls(configuration.host, context, authorization)
+        connection = ApiConnection.from_environment()
+        return cls(connection.server, connection.ssl_context, connection.authorization)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -19,9 +19,7 @@ import json
 import logging
 import os
 import socket
-import ssl
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +27,7 @@ import aiohttp
 
 from eventferry.contract.model import Contract
 from eventferry.dataplane.dataplane import DataPlane
+from eventferry.kubeconn import ApiConnection
 from eventferry.resources.contract import contract_from_data
 from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, PART_OF
 from eventferry.resources.readiness import report_patch
@@ -44,44 +43,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
-
-
-@dataclass
-class ApiConnection:
-    """Where the API server is and how to authenticate: enough for a few requests and one watch."""
-
-    server: str
-    ssl_context: ssl.SSLContext | None
-    authorization: Callable[[], str | None]
-
-    @classmethod
-    def from_environment(cls) -> ApiConnection:
-        """In a pod: its service account (the token file is re-read as the kubelet rotates it).
-        Elsewhere: KUBECONFIG (or ~/.kube/config)."""
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        context: ssl.SSLContext | None = None
-        if configuration.host.startswith("https"):
-            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-            if configuration.cert_file:
-                context.load_cert_chain(configuration.cert_file, configuration.key_file)
-            if not configuration.verify_ssl:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-
-        def authorization() -> str | None:
-            # Called per request: the loader's refresh hook reads a rotated token file again. The key is
-            # "BearerToken" since kubernetes 36, "authorization" before.
-            value = (configuration.get_api_key_with_prefix("BearerToken")
-                     or configuration.get_api_key_with_prefix("authorization"))
-            return str(value) if value else None
-
-        return cls(configuration.host.rstrip("/"), context, authorization)
 
 
 class ConfigMapClient:
