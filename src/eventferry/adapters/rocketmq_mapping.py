@@ -1,7 +1,7 @@
 """RocketMQ message -> CloudEvent (design brief, section 8). Pure functions.
 
 - A message that already carries a CloudEvent in the RocketMQ CloudEvents binding passes through
-  (plus ``ceOverrides``): binary mode has ``CE_``-prefixed user properties (``CE_specversion``,
+  unchanged (no ``ceOverrides``): binary mode has ``CE_``-prefixed user properties (``CE_specversion``,
   ``CE_id``, ...; ``CE_contenttype`` is the data's content type) and the data as body; structured
   mode has ``CE_contenttype: application/cloudevents+json`` and the JSON event as body. A body of a
   single NUL byte means no data (RocketMQ refuses empty bodies).

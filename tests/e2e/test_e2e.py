@@ -1,0 +1,563 @@
+"""End to end: the chart in a real API server, the operator running, events from Kafka and RocketMQ.
+
+No kubelet runs (etcd + kube-apiserver only), so this test plays the kubelet's part for the pods that
+matter: it reads the Deployments written to the API server (the chart's operator and broker data plane,
+and the adapter Deployments the operator writes for a KafkaSource and a RocketMQSource), and starts
+each pod's container as a local process from its command, args and env:
+
+- ``valueFrom`` is resolved as the kubelet would (downward API fields, Secret and ConfigMap keys);
+- Secret volume mounts are written into a temporary directory, which K_SECRETS_DIR then points to;
+- the API credentials are those of the pod's ServiceAccount (a token from the TokenRequest API), so the
+  chart's RBAC is what the operator and the data plane really run with;
+- what a pod network would give is mapped to loopback: URLs ``http://<svc>.<ns>.svc.cluster.local``
+  in env and args are rewritten to ``http://127.0.0.1:<port>`` of the local process standing in for
+  the Service, listen addresses and ports to 127.0.0.1 and free ports. The subscriber URLs that the
+  data plane reads from the contract ConfigMap are not in its env: for that process only, a
+  ``sitecustomize`` shim resolves exactly the mapped ``*.svc.cluster.local`` names to 127.0.0.1 and
+  the stand-in's port (any other such name fails to resolve). No traffic ever goes to a cluster IP.
+
+No kube-controller-manager runs either: the test writes the Deployments' status once their stand-in
+processes run, as the Deployment controller would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.env import provision
+from tests.env.ports import free_port, wait_for_port
+from tests.env.process import ManagedProcess
+from tests.env.servers import SCRAM_PASSWORD, SCRAM_USER, Kafka, KubeAPI, RocketMQ
+from tests.integration.test_operator import Cluster, condition_of, http_get, make_available, service
+from tests.support.subscriber import Answer, Received, Subscriber
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "eventferry"
+EXAMPLES = ROOT / "examples"
+SYSTEM = "eventferry-system"
+RELEASE = "eventferry"
+INGRESS_HOST = f"eventferry-broker-ingress.{SYSTEM}.svc.cluster.local"
+EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
+CLUSTER_URL = re.compile(r"http://([a-z0-9]([-a-z0-9.]*[a-z0-9])?\.svc\.cluster\.local)(:\d+)?")
+SUBSCRIBERS = ("moderation", "review", "leaderboard", "vision-inference", "frames-dead-letter", "frame-archive",
+               "danmaku-wall")
+
+# Resolves the mapped *.svc.cluster.local names (EVENTFERRY_E2E_SERVICES: {"host": port}) to loopback.
+SHIM = textwrap.dedent('''\
+    import json as _json
+    import os as _os
+    import socket as _socket
+
+    _SERVICES = _json.loads(_os.environ.get("EVENTFERRY_E2E_SERVICES") or "{}")
+    if _SERVICES:
+        _getaddrinfo = _socket.getaddrinfo
+
+        def _mapped(host, port, *args, **kwargs):
+            name = host.decode() if isinstance(host, bytes) else host
+            if isinstance(name, str) and name.rstrip(".").endswith(".svc.cluster.local"):
+                if name.rstrip(".") not in _SERVICES:
+                    raise _socket.gaierror(_socket.EAI_NONAME, f"{name}: no local stand-in (e2e shim)")
+                return _getaddrinfo("127.0.0.1", _SERVICES[name.rstrip(".")], *args, **kwargs)
+            return _getaddrinfo(host, port, *args, **kwargs)
+
+        _socket.getaddrinfo = _mapped
+    ''')
+
+
+# --- the subscribers: aiohttp servers in a thread of their own, so that the test may block ------------------
+
+class Subscribers:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="subscribers", daemon=True)
+        self.servers: dict[str, Subscriber] = {}
+
+    def start(self, names: tuple[str, ...]) -> None:
+        self.thread.start()
+        for name in names:
+            script = moderation_reply if name == "moderation" else None
+            self.servers[name] = asyncio.run_coroutine_threadsafe(Subscriber(script).start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        if not self.thread.is_alive():
+            self.loop.close()
+            return
+        for server in self.servers.values():
+            asyncio.run_coroutine_threadsafe(server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def received(self, name: str) -> list[Received]:
+        return list(self.servers[name].received)
+
+
+def moderation_reply(received: Received, _count: int) -> Answer:
+    """Moderation flags every comment: its reply re-enters the Broker (Trigger flagged-to-review)."""
+    return Answer(200, {"ce-specversion": "1.0", "ce-id": f"flag-{received.event.attributes['id']}",
+                        "ce-type": "com.live.comment.flagged", "ce-source": "/moderation",
+                        "content-type": "application/json"}, b'{"flagged": true}')
+
+
+# --- playing the kubelet ---------------------------------------------------------------------------------------
+
+class Pods:
+    """Starts the container of a Deployment's pod template as a local process."""
+
+    def __init__(self, cluster: Cluster, workdir: Path) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        self.services: dict[str, int] = {}  # "<svc>.<ns>.svc.cluster.local" -> local port
+        self.processes: list[ManagedProcess] = []
+        self.shim_dir = workdir / "shim"
+        self.shim_dir.mkdir(parents=True, exist_ok=True)
+        (self.shim_dir / "sitecustomize.py").write_text(SHIM)
+
+    def rewrite(self, text: str) -> str:
+        def local(match: re.Match[str]) -> str:
+            host = match.group(1)
+            assert host in self.services, f"{host} has no local stand-in: {sorted(self.services)}"
+            return f"http://127.0.0.1:{self.services[host]}"
+
+        return CLUSTER_URL.sub(local, text)
+
+    def kubeconfig(self, namespace: str, service_account: str | None) -> Path:
+        """A kubeconfig with the ServiceAccount's token: what the pod would find mounted. None: a pod that
+        mounts no token (automountServiceAccountToken: false) gets no credentials."""
+        user: dict[str, str] = {}
+        if service_account is not None:
+            user["token"] = self.cluster.ok("create", "token", service_account, "-n", namespace,
+                                            "--duration=2h").strip()
+        admin = json.loads(self.cluster.kube.kubeconfig.read_text())
+        admin["users"] = [{"name": service_account or "none", "user": user}]
+        admin["contexts"][0]["context"].update(user=service_account or "none", namespace=namespace)
+        path = self.workdir / f"kubeconfig-{namespace}-{service_account}"
+        path.write_text(json.dumps(admin))
+        return path
+
+    def env(self, deployment: dict[str, Any], container: dict[str, Any], pod: str) -> dict[str, str]:
+        namespace = deployment["metadata"]["namespace"]
+        fields = {"metadata.name": pod, "metadata.namespace": namespace, "spec.nodeName": "e2e-node",
+                  "status.podIP": "127.0.0.1", "spec.serviceAccountName":
+                  deployment["spec"]["template"]["spec"].get("serviceAccountName", "default")}
+        env: dict[str, str] = {}
+        for item in container.get("env") or ():
+            source = item.get("valueFrom")
+            if source is None:
+                env[item["name"]] = self.rewrite(item.get("value", ""))
+            elif "fieldRef" in source:
+                env[item["name"]] = fields[source["fieldRef"]["fieldPath"]]
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                secret = self.cluster.get(namespace, f"secret/{ref['name']}")
+                assert secret is not None, f"Secret {namespace}/{ref['name']}"
+                env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+            elif "configMapKeyRef" in source:
+                ref = source["configMapKeyRef"]
+                config_map = self.cluster.get(namespace, f"configmap/{ref['name']}")
+                assert config_map is not None, f"ConfigMap {namespace}/{ref['name']}"
+                env[item["name"]] = config_map["data"][ref["key"]]
+            else:
+                raise AssertionError(f"unsupported valueFrom {source}")
+        return env
+
+    def secret_volumes(self, deployment: dict[str, Any], container: dict[str, Any], root: Path,
+                       env: dict[str, str]) -> None:
+        """Secret volumes as files; K_SECRETS_DIR (the mounts' parent in the pod) then names the copy."""
+        namespace = deployment["metadata"]["namespace"]
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes") or ()}
+        secrets_dir = env.get("K_SECRETS_DIR")
+        for mount in container.get("volumeMounts") or ():
+            volume = volumes[mount["name"]]
+            if "secret" not in volume:
+                continue
+            assert secrets_dir and mount["mountPath"].startswith(secrets_dir + "/"), mount
+            target = root / "secrets" / mount["mountPath"][len(secrets_dir) + 1:]
+            target.mkdir(parents=True, exist_ok=True)
+            secret = self.cluster.get(namespace, f"secret/{volume['secret']['secretName']}")
+            assert secret is not None
+            items = volume["secret"].get("items") or [{"key": k, "path": k} for k in secret["data"]]
+            for item in items:
+                (target / item["path"]).write_bytes(base64.b64decode(secret["data"][item["key"]]))
+        if secrets_dir:
+            env["K_SECRETS_DIR"] = str(root / "secrets")
+
+    def start(self, namespace: str, name: str, *, overrides: dict[str, str] | None = None,
+              extra_args: tuple[str, ...] = (), shim: bool = False) -> tuple[ManagedProcess, dict[str, Any]]:
+        """The first replica of Deployment namespace/name, as a process: (process, facts about it)."""
+        deployment = self.cluster.get(namespace, f"deployment/{name}")
+        assert deployment is not None, f"Deployment {namespace}/{name}"
+        pod_spec = deployment["spec"]["template"]["spec"]
+        [container] = pod_spec["containers"]
+        pod = f"{name}-e2e-0"
+        root = self.workdir / pod
+        root.mkdir(parents=True, exist_ok=True)
+        env = self.env(deployment, container, pod)
+        self.secret_volumes(deployment, container, root, env)
+        env.update(overrides or {})
+        command = [*container["command"], *(container.get("args") or ())]
+        assert command[0] == "eventferry", command
+        command = [EVENTFERRY, *(self.rewrite(arg) for arg in command[1:])]
+        port = 0
+        for option, value in (("--host", lambda: "127.0.0.1"), ("--port", lambda: str(free_port()))):
+            for index, arg in enumerate(command):
+                if arg == option:
+                    command[index + 1] = value()
+                elif arg.startswith(option + "="):
+                    command[index] = f"{option}={value()}"
+        if "--port" in command:
+            port = int(command[command.index("--port") + 1])
+        command += extra_args
+        assert "svc.cluster.local" not in json.dumps([command, env]), "a cluster URL was left unmapped"
+        process_env = {"PATH": str(Path(EVENTFERRY).parent) + ":/usr/bin:/bin", "HOME": str(root),
+                       "PYTHONUNBUFFERED": "1", **env,
+                       "KUBECONFIG": str(self.kubeconfig(namespace, pod_spec.get("serviceAccountName", "default")
+                                                         if pod_spec.get("automountServiceAccountToken", True)
+                                                         else None))}
+        if shim:
+            process_env["PYTHONPATH"] = str(self.shim_dir)
+            process_env["EVENTFERRY_E2E_SERVICES"] = json.dumps(self.services)
+        process = ManagedProcess(pod, command, self.workdir / f"{pod}.log", cwd=root, env=process_env)
+        self.processes.append(process)
+        return process, {"deployment": deployment, "command": command, "env": env, "port": port}
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(p.log_tail(30) for p in self.processes)
+
+
+# --- the manifests ------------------------------------------------------------------------------------------
+
+def live_stream_manifests(ns: str, kafka: Kafka, rocketmq: RocketMQ, kafka_topic: str,
+                          rocketmq_topic: str) -> list[dict[str, Any]]:
+    """examples/live-stream and examples/live-stream-sources, in namespace ``ns`` with the test's servers,
+    plus two Triggers for the events the adapters make from plain records and messages."""
+    docs: list[dict[str, Any]] = []
+    for path in (*sorted((EXAMPLES / "live-stream").glob("*.yaml")), EXAMPLES / "live-stream-sources" / "sources.yaml"):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for doc in docs:
+        doc["metadata"]["namespace"] = ns
+        spec = doc["spec"]
+        if doc["kind"] == "KafkaSource":
+            # SASL/SCRAM through the listener that has it: the credentials travel as a Secret volume.
+            spec.update(bootstrapServers=[kafka.sasl_bootstrap], topics=[kafka_topic], initialOffset="earliest",
+                        consumerGroup=f"e2e-{kafka_topic}", ceOverrides={"extensions": {"stream": "live"}},
+                        net={"sasl": {"enable": True,
+                                      "user": {"secretKeyRef": {"name": "kafka-auth", "key": "user"}},
+                                      "password": {"secretKeyRef": {"name": "kafka-auth", "key": "password"}},
+                                      "type": {"secretKeyRef": {"name": "kafka-auth", "key": "mechanism"}}}})
+        elif doc["kind"] == "RocketMQSource":
+            spec.update(endpoints=rocketmq.endpoint, topic=rocketmq_topic, consumerGroup=f"e2e-{rocketmq_topic}")
+    service_ref = {"apiVersion": "v1", "kind": "Service"}
+    docs.append({"apiVersion": "eventferry.dev/v1alpha1", "kind": "Trigger",
+                 "metadata": {"name": "raw-frames-to-archive", "namespace": ns},
+                 "spec": {"broker": "live-stream", "filter": {"attributes": {
+                     "type": "dev.knative.kafka.event",
+                     "source": f"/apis/v1/namespaces/{ns}/kafkasources/video-frames#{kafka_topic}"}},
+                     "subscriber": {"ref": {**service_ref, "name": "frame-archive"}}}})
+    docs.append({"apiVersion": "eventferry.dev/v1alpha1", "kind": "Trigger",
+                 "metadata": {"name": "danmaku-to-wall", "namespace": ns},
+                 "spec": {"broker": "live-stream", "filters": [
+                     {"exact": {"type": "dev.eventferry.rocketmq.message"}},
+                     {"any": [{"exact": {"rocketmqtag": "danmaku"}}, {"prefix": {"rocketmqtag": "danmaku-"}}]}],
+                     "subscriber": {"ref": {**service_ref, "name": "danmaku-wall"}}}})
+    return docs
+
+
+# --- producing -----------------------------------------------------------------------------------------------
+
+def produce_kafka(kafka: Kafka, topic: str) -> list[Any]:
+    from aiokafka import AIOKafkaProducer
+
+    def ce(type_: str, id_: str, **extensions: str) -> list[tuple[str, bytes]]:
+        headers = {"ce_specversion": "1.0", "ce_id": id_, "ce_type": type_, "ce_source": "/cameras/room-1",
+                   "content-type": "application/json", **{f"ce_{k}": v for k, v in extensions.items()}}
+        return [(k, v.encode()) for k, v in headers.items()]
+
+    records = [
+        # A plain record: the adapter makes the CloudEvent (design section 8).
+        (b"room-1", b'{"frame": 1}', [("content-type", b"application/json"), ("X-Room-Id", b"r1")]),
+        # Already CloudEvents (binary mode): passed through, routed by the example's Triggers.
+        (b"room-1", b'{"frame": 2}', ce("com.live.video.frame", "frame-2", keyframe="true", priority="7")),
+        (b"room-1", b'{"frame": 3}', ce("com.live.video.frame", "frame-3", keyframe="false", priority="9")),
+        (b"room-1", b'{"gift": "rose"}', ce("com.live.gift.rose", "gift-1")),
+    ]
+
+    async def send() -> list[Any]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+        await producer.start()
+        try:
+            return [await producer.send_and_wait(topic, value, key=key, headers=headers)
+                    for key, value, headers in records]
+        finally:
+            await producer.stop()
+
+    return asyncio.run(send())
+
+
+def produce_rocketmq(rocketmq: RocketMQ, topic: str) -> dict[str, str]:
+    """Sends a gift (filtered out by the source's tag expression), a plain danmaku message and a comment
+    in the RocketMQ CloudEvents binding; returns their message ids by tag."""
+    from rocketmq import ClientConfiguration, Credentials, Message, Producer
+
+    producer = Producer(ClientConfiguration(rocketmq.endpoint, Credentials(), request_timeout=10), (topic,))
+    producer.startup()
+    ids: dict[str, str] = {}
+    try:
+        for tag, body, properties in (
+                ("gift", b"a rocket", {}),
+                ("danmaku", b"so cool", {"room": "r1", "Viewer-Level": "5"}),
+                ("comment", b'{"text": "buy followers here"}',
+                 {"CE_specversion": "1.0", "CE_id": "comment-1", "CE_type": "com.live.comment",
+                  "CE_source": "/rooms/r1", "CE_contenttype": "application/json"})):
+            message = Message()
+            message.topic = topic
+            message.body = body
+            message.tag = tag
+            message.keys = f"key-{tag}"
+            for key, value in properties.items():
+                message.add_property(key, value)
+            ids[tag] = producer.send(message).message_id
+    finally:
+        producer.shutdown()
+    return ids
+
+
+# --- the test ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def world(kube_api: KubeAPI, tmp_path: Path) -> Iterator[tuple[Cluster, Pods, Subscribers]]:
+    cluster = Cluster(kube_api, tmp_path)
+    pods = Pods(cluster, tmp_path / "pods")
+    subscribers = Subscribers()
+    try:
+        yield cluster, pods, subscribers
+    finally:
+        pods.stop()
+        subscribers.stop()
+
+
+def adopt_cluster_objects(cluster: Cluster) -> None:
+    """The admission policy may exist already, applied from crds/ by kubectl (tests/integration share the
+    session's API server): Helm's documented adoption, its ownership label and annotations."""
+    for what in ("validatingadmissionpolicy", "validatingadmissionpolicybinding"):
+        resource = f"{what}/broker-class-immutable.eventferry.dev"
+        found = cluster.get("", resource)
+        if found is not None and "meta.helm.sh/release-name" not in (found["metadata"].get("annotations") or {}):
+            cluster.ok("label", "--overwrite", resource, "app.kubernetes.io/managed-by=Helm")
+            cluster.ok("annotate", "--overwrite", resource, f"meta.helm.sh/release-name={RELEASE}",
+                       f"meta.helm.sh/release-namespace={SYSTEM}")
+
+
+def wait_ready(cluster: Cluster, pods: Pods, namespace: str, resource: str, timeout: float = 60) -> dict[str, Any]:
+    try:
+        return cluster.wait_condition(namespace, resource, "Ready", "True", timeout=timeout)
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{pods.logs()}") from None
+
+
+def test_live_stream_from_kafka_and_rocketmq_through_the_chart(
+        world: tuple[Cluster, Pods, Subscribers], kafka: Kafka, rocketmq: RocketMQ) -> None:
+    cluster, pods, subscribers = world
+    started = time.monotonic()
+    suffix = uuid.uuid4().hex[:8]
+    ns, kafka_topic, rocketmq_topic = f"live-{suffix}", f"video-frames-{suffix}", f"live-comments-{suffix}"
+
+    # 1. The chart, installed as a user would (CRDs from crds/, templates, RBAC, the admission policy).
+    adopt_cluster_objects(cluster)
+    helm = subprocess.run([
+        str(provision.HELM.ensure()), "upgrade", "--install", RELEASE, str(CHART), "--namespace", SYSTEM,
+        "--create-namespace", "--kubeconfig", str(cluster.kube.kubeconfig), "--set", "image.repository=eventferry",
+        "--set", "image.tag=e2e", "--set", "operator.retryInterval=1", "--set", "broker.reportInterval=2",
+        "--set-json", 'operator.extraArgs=["--debounce=0.1"]'], capture_output=True, text=True, timeout=180)
+    assert helm.returncode == 0, helm.stderr
+    cluster.ok("wait", "--for=condition=Established", "--timeout=60s",
+               *(f"crd/{p}.eventferry.dev" for p in ("brokers", "triggers", "kafkasources", "rocketmqsources")))
+    assert cluster.get("", "validatingadmissionpolicy/broker-class-immutable.eventferry.dev") is not None
+    assert cluster.get(SYSTEM, "service/eventferry-broker-ingress") is not None
+    # Least privilege, as the API server's authorizer sees it (the processes below run with these tokens).
+    for account, verb, what, where, allowed in (
+            ("operator", "get", "secrets", "-A", "yes"), ("operator", "list", "secrets", "-A", "no"),
+            ("operator", "patch", "deployments.apps", "-A", "yes"), ("operator", "create", "pods", "-A", "no"),
+            ("operator", "update", "leases.coordination.k8s.io/eventferry-operator", f"-n={SYSTEM}", "yes"),
+            ("operator", "update", "leases.coordination.k8s.io/other", f"-n={SYSTEM}", "no"),
+            ("broker", "watch", "configmaps/eventferry-contract", f"-n={SYSTEM}", "yes"),
+            ("broker", "get", "configmaps/something-else", f"-n={SYSTEM}", "no"),
+            ("broker", "get", "secrets", f"-n={SYSTEM}", "no")):
+        answer = cluster.kubectl("auth", "can-i", verb, what, where,
+                                 f"--as=system:serviceaccount:{SYSTEM}:{RELEASE}-{account}").stdout.strip()
+        assert answer == allowed, f"{account} may {verb} {what} {where}: {answer}, expected {allowed}"
+
+    # 2. Stand-ins for the Services: the subscribers, and the broker ingress (its port is known once started).
+    subscribers.start(SUBSCRIBERS)
+    for name, server in subscribers.servers.items():
+        pods.services[f"{name}.{ns}.svc.cluster.local"] = server.port
+
+    # 3. The broker data plane and the operator, from the chart's Deployments.
+    broker, broker_facts = pods.start(SYSTEM, f"{RELEASE}-broker", shim=True)
+    broker_port = broker_facts["port"]
+    pods.services[INGRESS_HOST] = broker_port
+    cluster.dataplane, cluster.dataplane_port = broker, broker_port
+    assert broker_facts["command"][1:4] == ["broker", "--configmap", f"{SYSTEM}/eventferry-contract"]
+    assert broker_facts["env"]["POD_NAME"] == f"{RELEASE}-broker-e2e-0"
+    broker.wait_until(lambda: wait_for_port(broker_port, 0.5), 60, "listening")
+
+    metrics_port = free_port()
+    operator, operator_facts = pods.start(
+        SYSTEM, f"{RELEASE}-operator", extra_args=("--system-namespace", SYSTEM),
+        overrides={"EVENTFERRY_METRICS_PORT": str(metrics_port), "EVENTFERRY_METRICS_HOST": "127.0.0.1"})
+    cluster.operator, cluster.operator_port = operator, metrics_port
+    assert operator_facts["env"]["EVENTFERRY_SYSTEM_NAMESPACE"] == SYSTEM
+    assert operator_facts["env"]["EVENTFERRY_ADAPTER_IMAGE"] == "eventferry:e2e"
+    operator.wait_until(lambda: http_get(metrics_port, "/readyz") == "leader: synced\n", 90, "leader and synced")
+    for name in (f"{RELEASE}-broker", f"{RELEASE}-operator"):
+        make_available(cluster, SYSTEM, name)
+
+    # 4. The live-stream manifests, applied with kubectl; Services for the subscribers; the topics.
+    cluster.ok("create", "namespace", ns)
+    for name in SUBSCRIBERS:
+        assert cluster.create(ns, service(name)).returncode == 0
+    cluster.ok("create", "secret", "generic", "kafka-auth", "-n", ns, f"--from-literal=user={SCRAM_USER}",
+               f"--from-literal=password={SCRAM_PASSWORD}", "--from-literal=mechanism=SCRAM-SHA-512")
+    rocketmq.create_topic(rocketmq_topic)
+    manifests = live_stream_manifests(ns, kafka, rocketmq, kafka_topic, rocketmq_topic)
+    cluster.ok("apply", "-f", "-", stdin="\n---\n".join(yaml.safe_dump(d) for d in manifests))
+
+    broker_obj = wait_ready(cluster, pods, ns, "broker/live-stream")
+    assert broker_obj["status"]["address"]["url"] == f"http://{INGRESS_HOST}/{ns}/live-stream"
+
+    # 5. The adapters, from the Deployments the operator wrote.
+    adapters = {}
+    for kind, name in (("kafkasource", "video-frames"), ("rocketmqsource", "live-comments")):
+        deployment_name = f"{kind}-{name}"
+        cluster.wait(lambda d=deployment_name: cluster.get(ns, f"deployment/{d}"), f"Deployment {deployment_name}")
+        port = free_port()
+        process, facts = pods.start(ns, deployment_name, overrides={"K_METRICS_PORT": str(port)})
+        adapters[kind] = (process, facts, port)
+        container = facts["deployment"]["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "eventferry:e2e"
+        assert {e["name"]: e.get("value") for e in container["env"]}["K_SINK"] == \
+            f"http://{INGRESS_HOST}/{ns}/live-stream"
+        assert facts["env"]["K_SINK"] == f"http://127.0.0.1:{broker_port}/{ns}/live-stream"
+    kafka_secrets = Path(adapters["kafkasource"][1]["env"]["K_SECRETS_DIR"]) / "kafka-auth"
+    assert (kafka_secrets / "password").read_text() == SCRAM_PASSWORD
+    for process, _facts, port in adapters.values():
+        process.wait_until(lambda p=port: http_get(p, "/readyz") is not None and http_get(p, "/healthz") is not None,
+                           90, "ready (consuming)")
+    for kind, name in (("kafkasource", "video-frames"), ("rocketmqsource", "live-comments")):
+        make_available(cluster, ns, f"{kind}-{name}")
+        source = wait_ready(cluster, pods, ns, f"{kind}/{name}")
+        assert condition_of(source, "Deployed")["reason"] == "DeploymentAvailable"  # type: ignore[index]
+        assert source["status"]["sinkUri"] == f"http://{INGRESS_HOST}/{ns}/live-stream"
+
+    # 6. Triggers Ready: only once the data plane process has reported the contract that holds them.
+    triggers = [d["metadata"]["name"] for d in manifests if d["kind"] == "Trigger"]
+    for trigger in triggers:
+        ready = wait_ready(cluster, pods, ns, f"trigger/{trigger}")
+        assert ready["status"]["subscriberUri"].startswith("http://")
+        assert ".svc.cluster.local" in ready["status"]["subscriberUri"]
+    assert json.loads(http_get(broker_port, "/contract") or "{}")["triggers"]
+    moderation = cluster.get(ns, "trigger/comments-to-moderation")
+    assert moderation is not None
+    assert moderation["status"]["subscriberUri"] == f"http://moderation.{ns}.svc.cluster.local/comments"
+    ready_after = time.monotonic() - started
+
+    # 7. Events: records to Kafka, messages to RocketMQ.
+    sent = produce_kafka(kafka, kafka_topic)
+    message_ids = produce_rocketmq(rocketmq, rocketmq_topic)
+
+    def arrived(name: str, count: int, timeout: float = 60) -> list[Received]:
+        try:
+            return cluster.wait(lambda: (got := subscribers.received(name)) and len(got) >= count and got,
+                                f"{count} event(s) at {name}", timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{pods.logs()}") from None
+
+    # A plain Kafka record -> the adapter's CloudEvent (design section 8), routed by type and source.
+    [raw] = arrived("frame-archive", 1)
+    attrs, record = raw.event.attributes, sent[0]
+    assert attrs["type"] == "dev.knative.kafka.event"
+    assert attrs["source"] == f"/apis/v1/namespaces/{ns}/kafkasources/video-frames#{kafka_topic}"
+    assert attrs["id"] == f"partition:{record.partition}/offset:{record.offset}"
+    assert attrs["subject"] == f"partition:{record.partition}#{record.offset}"
+    assert (attrs["key"], attrs["partitionkey"]) == ("room-1", "room-1")
+    assert attrs["kafkaheaderxroomid"] == "r1"
+    assert attrs["datacontenttype"] == "application/json"
+    assert str(attrs["knativekafkapartition"]) == str(record.partition)
+    assert str(attrs["knativekafkaoffset"]) == str(record.offset)
+    assert attrs["stream"] == "live"  # ceOverrides
+    assert raw.event.data == b'{"frame": 1}'
+    assert "knativebrokerttl" not in attrs
+
+    # CloudEvents on Kafka pass through: the example's CESQL Trigger takes the keyframe of priority >= 5 only.
+    [frame] = arrived("vision-inference", 1)
+    assert (frame.event.attributes["id"], frame.event.attributes["type"]) == ("frame-2", "com.live.video.frame")
+    # Passed through unchanged (design section 8: ceOverrides apply to the events the adapter makes).
+    sent_attributes = {"specversion": "1.0", "id": "frame-2", "type": "com.live.video.frame",
+                       "source": "/cameras/room-1", "datacontenttype": "application/json", "keyframe": "true",
+                       "priority": "7"}
+    assert {k: str(v) for k, v in frame.event.attributes.items() if k in sent_attributes} == sent_attributes
+    assert set(frame.event.attributes) - set(sent_attributes) <= {"knativearrivaltime"}, frame.event.attributes
+    assert frame.event.data == b'{"frame": 2}'
+    [gift] = arrived("leaderboard", 1)
+    assert (gift.event.attributes["id"], gift.event.attributes["type"]) == ("gift-1", "com.live.gift.rose")
+
+    # A plain RocketMQ message -> the adapter's CloudEvent, routed by the tag.
+    [danmaku] = arrived("danmaku-wall", 1)
+    attrs = danmaku.event.attributes
+    assert attrs["type"] == "dev.eventferry.rocketmq.message"
+    assert attrs["source"] == f"/apis/v1/namespaces/{ns}/rocketmqsources/live-comments#{rocketmq_topic}"
+    assert attrs["id"] == attrs["rocketmqmsgid"] == message_ids["danmaku"]
+    assert (attrs["subject"], attrs["rocketmqtag"], attrs["rocketmqtopic"]) == ("danmaku", "danmaku", rocketmq_topic)
+    assert attrs["rocketmqkeys"] == "key-danmaku"
+    assert (attrs["rocketmqproproom"], attrs["rocketmqpropviewerlevel"]) == ("r1", "5")
+    assert str(attrs["rocketmqdeliveryattempt"]) == "1"
+    assert attrs["stream"] == "live"
+    assert "time" in attrs
+    assert danmaku.event.data == b"so cool"
+
+    # A CloudEvent on RocketMQ passes through to moderation (at the Trigger's path); its reply re-enters
+    # the Broker and reaches review.
+    [comment] = arrived("moderation", 1)
+    assert (comment.event.attributes["id"], comment.event.attributes["type"]) == ("comment-1", "com.live.comment")
+    assert comment.path == "/comments"
+    assert set(comment.event.attributes) - {"knativearrivaltime"} == {
+        "specversion", "id", "type", "source", "datacontenttype"}, comment.event.attributes
+    assert comment.event.data == b'{"text": "buy followers here"}'
+    assert comment.headers.get("kn-namespace") == ns
+    [flagged] = arrived("review", 1)
+    assert (flagged.event.attributes["id"], flagged.event.attributes["type"]) == ("flag-comment-1",
+                                                                                   "com.live.comment.flagged")
+    delivered = time.monotonic() - started
+
+    # Nothing else: the non-keyframe went nowhere, the gift tag was filtered out by the source, and
+    # every Trigger took each matching event exactly once.
+    time.sleep(2)
+    counts = {name: len(subscribers.received(name)) for name in SUBSCRIBERS}
+    assert counts == {"moderation": 1, "review": 1, "leaderboard": 1, "vision-inference": 1,
+                      "frames-dead-letter": 0, "frame-archive": 1, "danmaku-wall": 1}, counts
+    everything = [r for name in SUBSCRIBERS for r in subscribers.received(name)]
+    assert message_ids["gift"] not in {r.event.attributes.get("rocketmqmsgid") for r in everything}
+
+    metrics = http_get(broker_port, "/metrics") or ""
+    assert "eventferry_" in metrics
+    print(f"\ne2e timings: everything Ready after {ready_after:.1f}s, all events delivered after {delivered:.1f}s")
