@@ -181,7 +181,7 @@ def test_rocketmq_adapter_deployment_with_credentials_and_a_resolved_delivery() 
                              secretKey={"secretKeyRef": {"name": "rmq", "key": "sk"}}, consumers=2)
     delivery = Delivery(retry=4, backoff_delay=0.5, dead_letter_sink="http://dls.live.svc.cluster.local")
     settings = AdapterSettings(image="img:1", image_pull_policy="Always", secrets_dir="/secrets", metrics_port=9191,
-                               service_account="adapters")
+                               service_account="adapters", image_pull_secrets=("acr-pull",))
     deployment = adapter_deployment(source, sink_uri="http://moderation.live.svc.cluster.local", delivery=delivery,
                                     settings=settings)
     pod = deployment["spec"]["template"]["spec"]
@@ -193,6 +193,7 @@ def test_rocketmq_adapter_deployment_with_credentials_and_a_resolved_delivery() 
     assert container["imagePullPolicy"] == "Always"
     assert container["ports"][0]["containerPort"] == 9191
     assert pod["serviceAccountName"] == "adapters"
+    assert pod["imagePullSecrets"] == [{"name": "acr-pull"}]
     env = env_of(deployment)
     assert "K_KEY_TYPE" not in env and "K_CE_OVERRIDES" not in env
     assert env["K_METRICS_PORT"] == "9191" and env["K_SECRETS_DIR"] == "/secrets"

@@ -32,6 +32,12 @@ def register(subparsers: Any) -> None:
                         help="the data plane's Service, in Broker addresses (env EVENTFERRY_INGRESS_SERVICE)")
     parser.add_argument("--adapter-image", default=_env("ADAPTER_IMAGE", ""),
                         help="image of the source adapter Deployments (env EVENTFERRY_ADAPTER_IMAGE)")
+    parser.add_argument("--adapter-image-pull-policy", default=_env("ADAPTER_IMAGE_PULL_POLICY", ""),
+                        choices=["", "Always", "IfNotPresent", "Never"],
+                        help="imagePullPolicy of the adapter pods (env EVENTFERRY_ADAPTER_IMAGE_PULL_POLICY)")
+    parser.add_argument("--adapter-image-pull-secrets", default=_env("ADAPTER_IMAGE_PULL_SECRETS", ""),
+                        help="comma-separated Secret names for the adapter pods' private registry "
+                             "(env EVENTFERRY_ADAPTER_IMAGE_PULL_SECRETS)")
     parser.add_argument("--kafka-bootstrap-servers", default=_env("KAFKA_BOOTSTRAP_SERVERS", ""),
                         help="for Kafka-class Brokers whose config names none, comma-separated "
                              "(env EVENTFERRY_KAFKA_BOOTSTRAP_SERVERS)")
@@ -60,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
     config = OperatorConfig(
         system_namespace=args.system_namespace,
         ingress_service=args.ingress_service,
-        adapter=AdapterSettings(image=args.adapter_image) if args.adapter_image else defaults.adapter,
+        adapter=AdapterSettings(
+            image=args.adapter_image or defaults.adapter.image,
+            image_pull_policy=args.adapter_image_pull_policy or None,
+            image_pull_secrets=tuple(s.strip() for s in args.adapter_image_pull_secrets.split(",") if s.strip())),
         default_kafka_bootstrap=tuple(s.strip() for s in args.kafka_bootstrap_servers.split(",") if s.strip()),
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,

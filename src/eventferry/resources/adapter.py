@@ -41,6 +41,8 @@ class AdapterSettings:
     resources: dict[str, dict[str, str]] = field(default_factory=_default_resources)
     service_account: str | None = None
     """None: the namespace's default; the adapter never calls the API, so no token is mounted."""
+    image_pull_secrets: tuple[str, ...] = ()
+    """Secrets (in each source's namespace) for a private registry, e.g. ACR on ACK."""
 
 
 def _fit(text: str, limit: int = MAX_LABEL) -> str:
@@ -184,6 +186,8 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
     }
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
