@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,11 +27,11 @@ from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.contract.model import Delivery
 from tests.env.ports import free_port
 from tests.env.servers import PLAIN_PASSWORD, PLAIN_USER, SCRAM_PASSWORD, SCRAM_USER, Kafka
+from tests.support.processes import kill, start_eventferry, wait_ready
 from tests.support.subscriber import Answer, Received, Subscriber
 
 pytestmark = pytest.mark.integration
 
-EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 FAST = Limits(commit_interval=0.2, drain_timeout=3, failed_backoff_max=0.5)
 
@@ -274,30 +273,8 @@ def adapter_env(source: dict[str, Any], **extra: str) -> dict[str, str]:
     return env
 
 
-def start_adapter(env: dict[str, str], log: Path, kind: str = "kafka") -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([EVENTFERRY, "adapter", kind], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=20)
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "the adapter exited before it was ready"
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"adapter not ready within {timeout}s")
+def start_adapter(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return start_eventferry(["adapter", "kafka"], log, env)
 
 
 async def distinct(sink: Subscriber, count: int, timeout: float) -> None:
@@ -319,13 +296,13 @@ async def test_killed_adapter_process_replays_and_skips_nothing(kafka: Kafka, tm
         env = adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="200")
         proc = start_adapter(env, tmp_path / "first.log")
         try:
-            await wait_ready(port, proc)
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
             await sink.wait_for(count // 4, timeout=60)
             kill(proc)  # SIGKILL mid-stream: no chance to commit what it delivered since the last commit
             assert len(sink.received) < count, "the stream ended before the kill: make it longer"
             killed_at = len(sink.received)
             proc = start_adapter(env, tmp_path / "second.log")
-            await wait_ready(port, proc)
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
             await distinct(sink, count, timeout=90)
             async with aiohttp.ClientSession() as session, \
                     session.get(f"http://127.0.0.1:{port}/metrics") as response:

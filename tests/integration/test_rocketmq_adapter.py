@@ -11,14 +11,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from eventferry.adapters import config_from_manifest, run_adapter
@@ -27,11 +25,11 @@ from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.contract.model import Delivery
 from tests.env.ports import free_port
 from tests.env.servers import RocketMQ
+from tests.support.processes import kill, start_eventferry, wait_ready
 from tests.support.subscriber import Answer, Received, Subscriber
 
 pytestmark = pytest.mark.integration
 
-EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 FAST = Limits(drain_timeout=3, invisible_duration=10, await_duration=2)
 TOPICS = {"mapping": "NORMAL", "flaky": "NORMAL", "dead": "NORMAL", "ordered": "FIFO", "kill": "NORMAL"}
@@ -253,29 +251,7 @@ def adapter_env(source: dict[str, Any], **extra: str) -> dict[str, str]:
 
 
 def start_adapter(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([EVENTFERRY, "adapter", "rocketmq"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=30)
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "the adapter exited before it was ready"
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"adapter not ready within {timeout}s")
+    return start_eventferry(["adapter", "rocketmq"], log, env)
 
 
 async def test_killed_adapter_process_redelivers_and_skips_nothing(rocketmq: RocketMQ, topics: dict[str, str],
@@ -288,17 +264,17 @@ async def test_killed_adapter_process_redelivers_and_skips_nothing(rocketmq: Roc
         env = adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="100")
         proc = start_adapter(env, tmp_path / "first.log")
         try:
-            await wait_ready(port, proc)
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
             sent = await send(rocketmq, topic, [message(topic, f"{i}".encode()) for i in range(count)])
             await sink.wait_for(count // 4, timeout=60)
             kill(proc)  # SIGKILL mid-stream: received messages stay unacknowledged
             killed_at = len(sink.received)
             assert killed_at < count, "the stream ended before the kill: make it longer"
             proc = start_adapter(env, tmp_path / "second.log")
-            await wait_ready(port, proc)
+            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
             await distinct(sink, count, timeout=90)
         finally:
-            kill(proc, signal.SIGTERM)
+            kill(proc, signal.SIGTERM, timeout=30)
     ids = collections.Counter(r.event.id for r in sink.received)
     duplicates = sum(n - 1 for n in ids.values())
     missing = set(sent) - set(ids)

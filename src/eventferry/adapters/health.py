@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from eventferry.httpserver import start_site
+
 log = logging.getLogger(__name__)
 
 
@@ -37,14 +39,7 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:  # port 0 asks for a free port: learn which one
-            self.port = sockets[0].getsockname()[1]
+        self._runner, _, self.port = await start_site(app, self.host, self.port)
         log.info("serving /healthz, /readyz and /metrics on port %d", self.port, extra={"fields": {"port": self.port}})
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from eventferry.dataplane.app import build_app
 from eventferry.dataplane.dataplane import DataPlane
+from eventferry.httpserver import start_site
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,7 @@ class Server:
 
     async def start(self) -> None:
         app = build_app(self.dataplane, self.extra_routes)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
-        await self._site.start()
-        if self.port == 0:  # an ephemeral port was asked for: learn which one
-            server = self._site._server
-            assert server is not None
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1]
+        self._runner, self._site, self.port = await start_site(app, self.host, self.port, backlog=1024)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stops taking requests, lets accepted events finish delivery (InMemory), then closes."""
