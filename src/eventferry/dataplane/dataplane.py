@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 from eventferry.contract import model
 from eventferry.dataplane.memory import InMemoryBroker, MemoryLimits
-from eventferry.dataplane.metrics import BrokerMetrics
+from eventferry.dataplane.metrics import DEFAULT_MAX_EVENT_TYPES, BrokerMetrics
 from eventferry.delivery import Sender
 from eventferry.events import CloudEvent
 
@@ -33,6 +33,9 @@ class BrokerRuntime(Protocol):
 @dataclass
 class DataPlaneSettings:
     max_event_bytes: int = 4 * 1024 * 1024
+    body_timeout: float = 30.0  # seconds a request body may take to arrive (408 past it)
+    idle_timeout: float = 60.0  # seconds before an idle or half-sent connection is closed
+    max_event_types: int = DEFAULT_MAX_EVENT_TYPES  # distinct event_type label values before "other"
     memory: MemoryLimits = field(default_factory=MemoryLimits)
     kafka_bootstrap_servers: list[str] | None = None  # for Kafka brokers whose contract names none
     per_host_connections: int = 100
@@ -44,7 +47,7 @@ class DataPlaneSettings:
 class DataPlane:
     def __init__(self, settings: DataPlaneSettings | None = None, metrics: BrokerMetrics | None = None) -> None:
         self.settings = settings or DataPlaneSettings()
-        self.metrics = metrics or BrokerMetrics()
+        self.metrics = metrics or BrokerMetrics(max_event_types=self.settings.max_event_types)
         self.sender = Sender(per_host=self.settings.per_host_connections)
         self.contract = model.Contract()
         self.brokers: dict[str, BrokerRuntime] = {}
@@ -69,8 +72,9 @@ class DataPlane:
             if current is not None:
                 await current.stop()
             runtime = self._make(spec)
-            await runtime.start()
+            # Known while it starts: its ingress answers 503 (retry) until it can store, never 404.
             self.brokers[key] = runtime
+            await runtime.start()
         self.contract = contract
         self.loaded = True
         self.metrics.contract_generation.set(contract.generation)

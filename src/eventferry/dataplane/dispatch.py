@@ -110,9 +110,14 @@ class Dispatcher:
                              headers=headers, on_reply=on_reply, on_retry=on_retry)
 
     def record(self, trigger: model.Trigger, event: CloudEvent, outcome: str, status: int | None) -> None:
-        """Counts a delivery that ended, and its latency since the event arrived at the broker."""
-        self.metrics.delivered.labels(self.broker.namespace, self.broker.name, trigger.name, event.type,
-                                      str(status or 0), outcome).inc()
+        """Counts a delivery that ended, and its latency since the event arrived at the broker.
+
+        ``failed`` (retries spent, no dead-letter sink took it) is also a drop, counted with its reason.
+        """
+        if outcome == Outcome.FAILED.value:
+            self.metrics.dropped.labels(self.broker.namespace, self.broker.name, "retries_exhausted").inc()
+        self.metrics.delivered.labels(self.broker.namespace, self.broker.name, trigger.name,
+                                      self.metrics.event_type(event.type), str(status or 0), outcome).inc()
         arrival = event.attributes.get(ARRIVAL_ATTRIBUTE)
         if arrival is not None:
             try:

@@ -1,80 +1,139 @@
-"""The broker ingress: ``POST /<namespace>/<broker>`` takes CloudEvents in (binary, structured, batch)."""
+"""The broker ingress: ``POST /<namespace>/<broker>`` takes CloudEvents in (binary, structured, batch).
+
+A request goes through three steps, each of which may refuse it with a precise status: the guard
+(method, role, contract loaded, broker known, declared length), the body and parse (the whole body
+up to the limit, in time, and a valid event that can be delivered as it is), and admission (the
+broker stores it, or says it is full or unavailable). Every answer is counted once, in ``_count``.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from eventferry.dataplane.dataplane import DataPlane
+from eventferry.dataplane.dataplane import BrokerRuntime, DataPlane
 from eventferry.dataplane.dispatch import Overloaded, Unavailable, stamp_arrival, ttl_of
 from eventferry.dataplane.keys import DATAPLANE_KEY
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.http import from_http
+from eventferry.httpbody import BodyTooLarge, read_body
 
 log = logging.getLogger(__name__)
 
 ALLOW = "POST, OPTIONS"
 
 
-def _answer(status: int, reason: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, text=reason + "\n", headers=headers)
+class Refused(Exception):
+    """An answer other than 202; ``close`` when the rest of the request body is not worth reading."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None, close: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.close = close
+
+    def response(self) -> web.Response:
+        response = web.Response(status=self.status, text=self.reason + "\n", headers=self.headers)
+        if self.close:
+            response.force_close()
+        return response
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     dataplane = request.app[DATAPLANE_KEY]
-    namespace, name = request.match_info["namespace"], request.match_info["name"]
     if request.method == "OPTIONS":
         return web.Response(status=200, headers={"Allow": ALLOW, "WebHook-Allowed-Origin": "*",
                                                  "WebHook-Allowed-Rate": "*"})
-    if request.method != "POST":
-        return _answer(405, f"method {request.method} not allowed: send CloudEvents with POST", {"Allow": ALLOW})
-    if dataplane.settings.role == "dispatcher":
-        return _answer(503, "this replica only dispatches: send events to the ingress replicas",
-                       {"Retry-After": "1"})
-    broker = dataplane.broker(namespace, name)
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
     started = time.monotonic()
-    metrics = dataplane.metrics
+    events: list[CloudEvent] = []
+    broker: BrokerRuntime | None = None
+    try:
+        broker = _guard(request, dataplane, namespace, name)
+        body = await _body(request, dataplane)
+        events = _parse(request, body)
+        await _admit(dataplane, broker, events)
+    except Refused as refusal:
+        _count(dataplane, namespace, name, broker is not None, events, str(refusal.status))
+        return refusal.response()
+    _count(dataplane, namespace, name, True, events, "202")
+    dataplane.metrics.ingress_latency.labels(namespace, name).observe(time.monotonic() - started)
+    return web.Response(status=202)
+
+
+def _guard(request: web.Request, dataplane: DataPlane, namespace: str, name: str) -> BrokerRuntime:
+    if request.method != "POST":
+        raise Refused(405, f"method {request.method} not allowed: send CloudEvents with POST", {"Allow": ALLOW})
+    if dataplane.settings.role == "dispatcher":
+        raise Refused(503, "this replica only dispatches: send events to the ingress replicas", {"Retry-After": "1"})
+    if not dataplane.loaded:
+        # Not "no such broker": the contract that may name it is still loading (a restart, say).
+        raise Refused(503, "the data plane is loading its routing contract: retry shortly", {"Retry-After": "1"})
+    broker = dataplane.broker(namespace, name)
     if broker is None:
-        metrics.received.labels(namespace, name, "", "404").inc()
-        return _answer(404, f"no broker {namespace}/{name} here: check the Broker's status.address.url")
+        raise Refused(404, f"no broker {namespace}/{name} here: check the Broker's status.address.url")
     limit = dataplane.settings.max_event_bytes
     if request.content_length is not None and request.content_length > limit:
-        metrics.received.labels(namespace, name, "", "413").inc()
-        return _answer(413, f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        metrics.received.labels(namespace, name, "", "413").inc()
-        return _answer(413, f"request body exceeds the limit of {limit} bytes")
+        raise Refused(413, f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes",
+                      close=True)
+    return broker
+
+
+async def _body(request: web.Request, dataplane: DataPlane) -> bytes:
+    limit, timeout = dataplane.settings.max_event_bytes, dataplane.settings.body_timeout
     try:
-        events = from_http(request.headers, body)
+        async with asyncio.timeout(timeout):
+            return await read_body(request.content, limit)
+    except BodyTooLarge:
+        raise Refused(413, f"request body exceeds the limit of {limit} bytes", close=True) from None
+    except TimeoutError:
+        raise Refused(408, f"the request body did not arrive within {timeout:g}s", close=True) from None
+    except HttpProcessingError as error:  # broken chunked encoding, a body shorter than its Content-Length
+        raise Refused(400, f"malformed request body: {error.message}", close=True) from None
+
+
+def _parse(request: web.Request, body: bytes) -> list[CloudEvent]:
+    try:
+        return from_http(request.headers, body)
     except InvalidEvent as error:
-        metrics.received.labels(namespace, name, "", "400").inc()
-        return _answer(400, f"invalid CloudEvent: {error}")
+        raise Refused(400, f"invalid CloudEvent: {error}") from None
+
+
+async def _admit(dataplane: DataPlane, broker: BrokerRuntime, events: list[CloudEvent]) -> None:
     accepted = []
     for event in events:
         ttl = ttl_of(event)
         if ttl is not None and ttl <= 0:
-            metrics.dropped.labels(namespace, name, "ttl_expired").inc()
+            dataplane.metrics.dropped.labels(broker.spec.namespace, broker.spec.name, "ttl_expired").inc()
             continue
         stamp_arrival(event)
         accepted.append(event)
+    if not accepted:
+        return
     try:
-        if accepted:
-            await broker.ingest(accepted)
+        await broker.ingest(accepted)
     except Overloaded as error:
-        _count(dataplane, namespace, name, events, "429")
-        return _answer(429, f"broker overloaded, retry later: {error}", {"Retry-After": str(error.retry_after)})
+        raise Refused(429, f"broker overloaded, retry later: {error}", {"Retry-After": str(error.retry_after)}) \
+            from None
     except Unavailable as error:
-        _count(dataplane, namespace, name, events, "503")
-        return _answer(503, f"broker storage unavailable, retry later: {error}",
-                       {"Retry-After": str(error.retry_after)})
-    _count(dataplane, namespace, name, events, "202")
-    metrics.ingress_latency.labels(namespace, name).observe(time.monotonic() - started)
-    return web.Response(status=202)
+        raise Refused(503, f"broker storage unavailable, retry later: {error}",
+                      {"Retry-After": str(error.retry_after)}) from None
 
 
-def _count(dataplane: DataPlane, namespace: str, name: str, events: list[CloudEvent], code: str) -> None:
+def _count(dataplane: DataPlane, namespace: str, name: str, known: bool, events: list[CloudEvent],
+           code: str) -> None:
+    """One count per event answered (one per request when no event was parsed); labels stay bounded."""
+    metrics = dataplane.metrics
+    if not known:
+        metrics.received_unknown(code)
+        return
+    if not events:
+        metrics.received.labels(namespace, name, "", code).inc()
+        return
     for event in events:
-        dataplane.metrics.received.labels(namespace, name, event.type, code).inc()
+        metrics.received.labels(namespace, name, metrics.event_type(event.type), code).inc()

@@ -1,15 +1,44 @@
-"""Prometheus metrics of the broker data plane (one registry per data plane, served on /metrics)."""
+"""Prometheus metrics of the broker data plane (one registry per data plane, served on /metrics).
+
+Labels fed by client input are bounded: requests for brokers this data plane does not serve share
+one series (``UNKNOWN``), and event types past ``max_event_types`` distinct values count as ``OTHER``.
+Names of brokers and Triggers come from the contract, not from clients.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from eventferry.events.event import is_unicode_text
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+DEFAULT_MAX_EVENT_TYPES = 100
+UNKNOWN = "_unknown"
+OTHER = "other"
+MAX_LABEL_CHARS = 200
+
+
+class BoundedLabel:
+    """The first ``limit`` distinct values keep their own series; later ones share ``OTHER``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self.limit or len(value) > MAX_LABEL_CHARS or not is_unicode_text(value):
+            return OTHER
+        self._seen.add(value)
+        return value
 
 
 class BrokerMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 max_event_types: int = DEFAULT_MAX_EVENT_TYPES) -> None:
         self.registry = registry or CollectorRegistry()
+        self.event_type = BoundedLabel(max_event_types)
         r = self.registry
         self.received = Counter("eventferry_broker_events_received", "Events answered by the ingress",
                                 ["namespace", "broker", "event_type", "code"], registry=r)
@@ -29,3 +58,7 @@ class BrokerMetrics:
                             ["namespace", "broker"], registry=r)
         self.contract_generation = Gauge("eventferry_contract_generation", "Generation of the loaded contract",
                                          registry=r)
+
+    def received_unknown(self, code: str) -> None:
+        """A request not for a broker served here: one series whatever path the client asked for."""
+        self.received.labels(UNKNOWN, UNKNOWN, "", code).inc()

@@ -33,7 +33,8 @@ class Server:
 
     async def start(self) -> None:
         app = build_app(self.dataplane, self.extra_routes)
-        self._runner, self._site, self.port = await start_site(app, self.host, self.port, backlog=1024)
+        self._runner, self._site, self.port = await start_site(app, self.host, self.port, backlog=1024,
+                                                               idle_timeout=self.dataplane.settings.idle_timeout)
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         """Stops taking requests, lets accepted events finish delivery (InMemory), then closes."""

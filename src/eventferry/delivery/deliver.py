@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from eventferry.contract.model import Delivery
 from eventferry.delivery.policy import is_retryable, next_wait
-from eventferry.delivery.sender import Attempt, Sender
+from eventferry.delivery.sender import MAX_RESPONSE_BYTES, Attempt, Sender
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.http import claims_cloudevent, from_http
 
@@ -78,6 +78,9 @@ async def _attempts(sender: Sender, event: CloudEvent, url: str, delivery: Deliv
             except (InvalidEvent, ReplyRejected) as error:
                 # Knative answers 502 for a malformed reply; a reply we cannot store fails the delivery too.
                 attempt = Attempt(502, attempt.body, attempt.headers, f"reply not accepted: {error}")
+            except Exception as error:  # a fault while handling the reply fails this attempt only
+                attempt = Attempt(502, attempt.body, attempt.headers,
+                                  f"reply not handled: {type(error).__name__}: {error}")
         if not is_retryable(attempt.status) or attempts > delivery.retry:
             return Result(Outcome.FAILED, attempts, attempt)
         wait = next_wait(delivery, attempts, attempt.status, attempt.headers.get("retry-after"))
@@ -90,6 +93,8 @@ def _reply_of(attempt: Attempt) -> CloudEvent | None:
     """The CloudEvent in a 2xx answer, None for a plain success; raises InvalidEvent for a bad claim."""
     if not claims_cloudevent(attempt.headers):
         return None
+    if attempt.truncated:
+        raise InvalidEvent(f"the reply is larger than {MAX_RESPONSE_BYTES} bytes")
     events = from_http(attempt.headers, attempt.body)
     if len(events) != 1:
         raise InvalidEvent("a reply must be a single CloudEvent, not a batch")

@@ -8,6 +8,7 @@ import aiohttp
 
 from eventferry.events import CloudEvent
 from eventferry.events.http import to_binary, to_structured
+from eventferry.httpbody import read_prefix
 
 # Bytes of a response body kept for replies and for ``knativeerrordata``.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -19,6 +20,7 @@ class Attempt:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    truncated: bool = False  # the answer's body held more than MAX_RESPONSE_BYTES; ``body`` is its start
 
     @property
     def ok(self) -> bool:
@@ -58,9 +60,12 @@ class Sender:
         try:
             async with self._session.post(url, data=body, headers=wire_headers, skip_auto_headers=skip,
                                           timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                content = await response.content.read(MAX_RESPONSE_BYTES)
-                return Attempt(response.status, content, {k.lower(): v for k, v in response.headers.items()})
+                content, truncated = await read_prefix(response.content, MAX_RESPONSE_BYTES)
+                return Attempt(response.status, content, {k.lower(): v for k, v in response.headers.items()},
+                               truncated=truncated)
         except TimeoutError:
             return Attempt(None, error=f"timed out after {timeout:g}s")
         except (aiohttp.ClientError, OSError) as error:
             return Attempt(None, error=f"{type(error).__name__}: {error}")
+        except Exception as error:  # any fault of one attempt is a failed attempt, retried by policy
+            return Attempt(None, error=f"the request could not be made: {type(error).__name__}: {error}")

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 
 SPEC_VERSIONS = ("1.0", "0.3")
 REQUIRED = ("id", "source", "specversion", "type")
 # CloudEvents attribute names: lower-case ASCII letters and digits only.
 ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]+$")
+# RFC 3339 date-time (section 5.6): full date, "T", full time with seconds and an offset, nothing else.
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# Characters that cannot travel in an HTTP header value, where datacontenttype goes as Content-Type.
+HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 AttributeValue = str | int | bool
 
@@ -74,4 +79,36 @@ class CloudEvent:
                 raise InvalidEvent(f"invalid attribute name {name!r}: only lower-case letters a-z and digits 0-9")
             if not isinstance(value, str | int | bool):
                 raise InvalidEvent(f"attribute {name!r} must be a string, integer or boolean")
+            if isinstance(value, str) and not is_unicode_text(value):
+                # A lone surrogate (JSON "\\ud800") or bytes that are not UTF-8 (a binary-mode header):
+                # such a value cannot be written to any subscriber, so it is refused here, not lost later.
+                raise InvalidEvent(f"attribute {name!r} is not valid UTF-8 text")
+        time = self.attributes.get("time")
+        if time is not None and not is_rfc3339(attribute_text(time)):
+            raise InvalidEvent(f"attribute 'time' is not an RFC 3339 timestamp (like 2020-01-01T10:00:00Z): {time!r}")
+        content_type = self.attributes.get("datacontenttype")
+        if isinstance(content_type, str) and HEADER_UNSAFE.search(content_type):
+            raise InvalidEvent("attribute 'datacontenttype' holds control characters")
+        for header, value in self.headers.items():
+            if not is_unicode_text(value) or HEADER_UNSAFE.search(value):
+                raise InvalidEvent(f"header {header!r} is not valid UTF-8 text")
         return self
+
+
+def is_unicode_text(value: str) -> bool:
+    """True when ``value`` encodes as UTF-8: no lone surrogates (which also stand for undecodable bytes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_rfc3339(text: str) -> bool:
+    if not RFC3339.match(text):
+        return False
+    try:  # the shape is right; the values must be too (no month 13, no 25 o'clock)
+        datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True

@@ -6,7 +6,6 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -47,10 +46,7 @@ def from_http(headers: Mapping[str, str], body: bytes) -> list[CloudEvent]:
     """Parses a request or response; a batch gives several events, other modes one. Raises InvalidEvent."""
     media = _media_type(headers.get("content-type"))
     if media == BATCH:
-        try:
-            items = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise InvalidEvent(f"batch body is not valid JSON: {error}") from None
+        items = _json_document(body, "batch body")
         if not isinstance(items, list):
             raise InvalidEvent("a batch must be a JSON array of structured CloudEvents")
         if not items:
@@ -82,16 +78,20 @@ def from_binary(headers: Mapping[str, str], body: bytes) -> CloudEvent:
     if content_type:
         attributes["datacontenttype"] = content_type
     event = CloudEvent(attributes, body if body or content_type else None, forwarded_headers(headers))
-    _check_time(event)
     return event.validate()
 
 
 def from_structured(body: bytes) -> CloudEvent:
+    return from_json_object(_json_document(body, "structured body"))
+
+
+def _json_document(body: bytes, what: str) -> Any:
     try:
-        document = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidEvent(f"structured body is not valid JSON: {error}") from None
-    return from_json_object(document)
+        raise InvalidEvent(f"{what} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent(f"{what} nests JSON too deeply") from None
 
 
 def from_json_object(document: Any) -> CloudEvent:
@@ -117,7 +117,6 @@ def from_json_object(document: Any) -> CloudEvent:
     elif "data" in document:
         data = _data_from_json(document["data"], attributes)
     event = CloudEvent(attributes, data)
-    _check_time(event)
     return event.validate()
 
 
@@ -131,19 +130,14 @@ def _data_from_json(value: Any, attributes: dict[str, AttributeValue]) -> bytes 
             raise InvalidEvent("data is marked base64 (datacontentencoding) but is not valid base64") from None
     if value is None:
         return None
-    if isinstance(value, str) and not is_json_media_type(content_type):
-        return value.encode()
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _check_time(event: CloudEvent) -> None:
-    value = event.attributes.get("time")
-    if value is None:
-        return
     try:
-        datetime.fromisoformat(attribute_text(value).replace("z", "Z"))
-    except ValueError:
-        raise InvalidEvent(f"attribute 'time' is not an RFC 3339 timestamp: {value!r}") from None
+        if isinstance(value, str) and not is_json_media_type(content_type):
+            return value.encode()
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise InvalidEvent("data holds a lone UTF-16 surrogate: not valid Unicode text") from None
+    except RecursionError:
+        raise InvalidEvent("data nests JSON too deeply") from None
 
 
 def to_binary(event: CloudEvent) -> tuple[dict[str, str], bytes]:
@@ -171,8 +165,8 @@ def to_json_object(event: CloudEvent) -> dict[str, Any]:
         try:
             document["data"] = json.loads(event.data)
             return document
-        except (ValueError, UnicodeDecodeError):
-            pass
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            pass  # not JSON after all (or too deep to embed): it goes as data_base64
     elif _media_type(content_type).startswith("text/"):
         try:
             document["data"] = event.data.decode()
