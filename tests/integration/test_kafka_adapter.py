@@ -8,7 +8,6 @@ import collections
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -16,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,9 +23,8 @@ from eventferry.adapters import config_from_manifest, run_adapter
 from eventferry.adapters.config import AdapterConfig, DirectorySecrets, Limits
 from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.contract.model import Delivery
-from tests.env.ports import free_port
 from tests.env.servers import PLAIN_PASSWORD, PLAIN_USER, SCRAM_PASSWORD, SCRAM_USER, Kafka
-from tests.support.processes import kill, start_eventferry, wait_ready
+from tests.support.processes import kill, start_eventferry
 from tests.support.subscriber import Answer, Received, Subscriber
 
 pytestmark = pytest.mark.integration
@@ -284,38 +281,3 @@ async def distinct(sink: Subscriber, count: int, timeout: float) -> None:
         if time.monotonic() > deadline:
             break  # the assertions below say what is missing
         await asyncio.sleep(0.1)
-
-
-async def test_killed_adapter_process_replays_and_skips_nothing(kafka: Kafka, tmp_path: Path) -> None:
-    topic = await new_topic(kafka, partitions=3)
-    count = 3000
-    await produce(kafka, topic, [{"value": f"{i}".encode(), "key": f"k{i}".encode()} for i in range(count)])
-    async with sinks(lambda r, n: Answer(delay=0.002)) as (sink,):
-        source = manifest(topic, kafka.bootstrap, sink.url)
-        port = free_port()
-        env = adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="200")
-        proc = start_adapter(env, tmp_path / "first.log")
-        try:
-            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
-            await sink.wait_for(count // 4, timeout=60)
-            kill(proc)  # SIGKILL mid-stream: no chance to commit what it delivered since the last commit
-            assert len(sink.received) < count, "the stream ended before the kill: make it longer"
-            killed_at = len(sink.received)
-            proc = start_adapter(env, tmp_path / "second.log")
-            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
-            await distinct(sink, count, timeout=90)
-            async with aiohttp.ClientSession() as session, \
-                    session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                metrics = await response.text()
-        finally:
-            kill(proc, signal.SIGTERM)
-    ids = collections.Counter(r.event.id for r in sink.received)
-    duplicates = sum(n - 1 for n in ids.values())
-    values = {r.event.data for r in sink.received}
-    missing = count - len(values)
-    assert missing == 0, f"{missing} records never delivered ({duplicates} duplicates; killed after {killed_at})"
-    assert len(ids) == count, f"{len(ids)} distinct ids for {count} records ({duplicates} duplicates)"
-    assert "eventferry_adapter_messages_received_total" in metrics
-    assert proc.returncode == 0, "SIGTERM should stop the adapter cleanly"
-    offsets = await committed(kafka, topic, f"group-{topic}", 3)
-    assert sum(o or 0 for o in offsets.values()) == count, f"committed offsets {offsets} ({duplicates} duplicates)"

@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from eventferry.dataplane.contract_file import ContractFile
-    from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings
+    from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings, replica_instance_id
     from eventferry.dataplane.server import Server, stop_on_signals
 
     bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
     dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
-                                            role=args.role))
+                                            role=args.role, instance_id=replica_instance_id(args.port)))
     stop = asyncio.Event()
     stop_on_signals(stop)
     server = Server(dataplane, args.host, args.port)

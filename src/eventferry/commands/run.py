@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from eventferry.contract.manifests import ManifestError
-    from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings
+    from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings, replica_instance_id
     from eventferry.dataplane.server import Server, stop_on_signals
     from eventferry.embedded import Embedded
 
@@ -55,7 +55,8 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
-    dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap))
+    dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
+                                            instance_id=replica_instance_id(args.port)))
     from eventferry.display import ROUTES
 
     server = Server(dataplane, args.host, args.port, ROUTES if args.display else ())

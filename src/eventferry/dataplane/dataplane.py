@@ -7,6 +7,8 @@ deliveries; only what changed is rebuilt, so a reload drops no event.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -42,6 +44,15 @@ class DataPlaneSettings:
     # "all" (one process), or a split for scaling Kafka brokers: "ingress" replicas only write to
     # Kafka, "dispatcher" replicas only consume and deliver. InMemory brokers need "all".
     role: Literal["all", "ingress", "dispatcher"] = "all"
+    # Kafka static group membership: unique per replica and stable across its restarts (the pod name in
+    # a cluster, host and port for ``eventferry run``). None: dynamic membership.
+    instance_id: str | None = None
+
+
+def replica_instance_id(port: int) -> str:
+    """This replica's Kafka group instance id: its pod name in a cluster (stable across container restarts),
+    else host and port (one data plane per port on a host)."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{port}"
 
 
 class DataPlane:
@@ -86,7 +97,7 @@ class DataPlane:
             from eventferry.dataplane.kafka import KafkaBroker
 
             return KafkaBroker(spec, self.sender, self.metrics, self.settings.kafka_bootstrap_servers,
-                               consume=self.settings.role != "ingress")
+                               consume=self.settings.role != "ingress", instance_id=self.settings.instance_id)
         return InMemoryBroker(spec, self.sender, self.metrics, self.settings.memory)
 
     def ready(self) -> bool:

@@ -52,9 +52,12 @@ DEAD_LETTER_RETRY_CAP = 60.0  # seconds between tries of a dead-letter sink that
 @dataclass(frozen=True)
 class KafkaLimits:
     in_flight_records: int = 2000  # per consumer; partitions pause past it, so memory stays bounded
-    in_place_retries: int = 2  # retries before an event moves to its Trigger's retry topic
+    # Retries in place before an event moves to its Trigger's retry topic: none, since a record's commit waits
+    # for every Trigger's delivery, so retrying in place would hold back the commits of healthy Triggers.
+    in_place_retries: int = 0
     retry_topic_partitions: int = 3
     commit_interval: float = 0.5
+    session_timeout_ms: int = 10_000  # how long a replica that died and did not come back holds its partitions
 
 
 def default_topic(namespace: str, name: str) -> str:
@@ -68,7 +71,7 @@ def _topic_safe(text: str) -> str:
 class KafkaBroker:
     def __init__(self, spec: model.Broker, sender: Sender, metrics: BrokerMetrics,
                  default_bootstrap: list[str] | None = None, limits: KafkaLimits | None = None,
-                 consume: bool = True) -> None:
+                 consume: bool = True, instance_id: str | None = None) -> None:
         settings = spec.kafka
         if settings is None:
             if not default_bootstrap:
@@ -78,6 +81,7 @@ class KafkaBroker:
                                            topic=default_topic(spec.namespace, spec.name))
         self.settings = settings
         self.consume = consume  # False on ingress-only replicas
+        self.instance_id = instance_id  # this replica's static group membership id, stable across restarts
         self.spec = spec
         self.limits = limits or KafkaLimits()
         self.sender = sender
@@ -121,12 +125,17 @@ class KafkaBroker:
         group_id = group or f"{self.group_prefix}-{key}"
 
         def make_consumer() -> AIOKafkaConsumer:
+            # Static membership: a restarted replica (same instance id) takes its partitions back at once,
+            # instead of waiting out the session of the process it replaces.
             return AIOKafkaConsumer(**self._client_args(), group_id=group_id, enable_auto_commit=False,
                                     auto_offset_reset=offset_reset, fetch_max_wait_ms=50,
-                                    max_poll_interval_ms=600_000, metadata_max_age_ms=5_000)
+                                    max_poll_interval_ms=600_000, metadata_max_age_ms=5_000,
+                                    group_instance_id=self.instance_id,
+                                    session_timeout_ms=self.limits.session_timeout_ms)
 
         loop = ConsumerLoop(f"{self.spec.key}/{key}", make_consumer, subscription, handler, ordered=ordered,
-                            max_in_flight=self.limits.in_flight_records, commit_interval=self.limits.commit_interval)
+                            offset_reset=offset_reset, max_in_flight=self.limits.in_flight_records,
+                            commit_interval=self.limits.commit_interval)
         self._loops[key] = loop
         self._tasks[key] = asyncio.create_task(loop.run())
 
