@@ -43,7 +43,7 @@ from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.process import ManagedProcess
 from tests.env.servers import SCRAM_PASSWORD, SCRAM_USER, Kafka, KubeAPI, RocketMQ
-from tests.integration.test_operator import Cluster, condition_of, http_get, make_available, service
+from tests.support.cluster import Cluster, condition_of, http_get, make_available, service
 from tests.support.subscriber import Answer, Received, Subscriber
 
 pytestmark = pytest.mark.e2e

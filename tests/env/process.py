@@ -21,6 +21,8 @@ class ManagedProcess:
         self.name = name
         self.cmd = cmd
         self.log = log
+        self.cwd = cwd
+        self.env = env
         self.extra_logs = extra_logs  # files the server writes by itself, shown beside its output
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
@@ -60,6 +62,10 @@ class ManagedProcess:
                 pass
             time.sleep(0.2)
         raise self.fail(f"not {what} after {timeout:.0f}s")
+
+    def again(self) -> ManagedProcess:
+        """A new process with the same command, directory, environment and log (a restart after ``stop``)."""
+        return ManagedProcess(self.name, self.cmd, self.log, self.cwd, self.env, self.extra_logs)
 
     def stop(self, timeout: float = 10) -> None:
         kill_group(self.proc.pid, timeout)

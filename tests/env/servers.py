@@ -11,6 +11,7 @@ import json
 import ssl
 import subprocess
 import textwrap
+import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +37,16 @@ class Server:
 
     def log_tails(self, lines: int = 40) -> dict[str, str]:
         return {p.name: p.log_tail(lines) for p in self.processes}
+
+    def restart(self, name: str, down: float = 0.0) -> ManagedProcess:
+        """Stops the process ``name`` (SIGTERM, then SIGKILL) and starts it again with the same command, so
+        with the same ports and data, after ``down`` seconds; the caller waits for it to serve again."""
+        index = next(i for i, proc in enumerate(self.processes) if proc.name == name)
+        old = self.processes[index]
+        old.stop()
+        time.sleep(down)
+        self.processes[index] = old.again()
+        return self.processes[index]
 
     def exports(self) -> dict[str, str]:
         raise NotImplementedError
@@ -111,6 +122,10 @@ class KubeAPI(Server):
         context = ssl.create_default_context(cafile=str(self.workdir / "certs" / "apiserver.crt"))
         return context
 
+    def restart_apiserver(self, down: float = 0.0) -> None:
+        """kube-apiserver stopped and started again on the same port over the same etcd; waits until ready."""
+        self.restart("kube-apiserver", down).wait_until(self._ready, 120, "ready (GET /readyz) after a restart")
+
     def _ready(self) -> bool:
         request = urllib.request.Request(f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(request, timeout=2, context=self._ssl_context()) as resp:
@@ -143,6 +158,11 @@ PLAIN_PASSWORD = "plain-secret"
 class Kafka(Server):
     bootstrap: str = ""
     sasl_bootstrap: str = ""
+
+    def restart_broker(self, down: float = 0.0) -> None:
+        """The Kafka process stopped and started again with its ports and data; waits until it answers."""
+        self.restart("kafka", down).wait_until(lambda: _kafka_answers(self.bootstrap), 120,
+                                               "answering metadata requests after a restart")
 
     @classmethod
     def start(cls, workdir: Path) -> Kafka:

@@ -11,185 +11,33 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from eventferry.commands.crds import render
-from tests.env import provision
-from tests.env.ports import free_port, wait_for_port
-from tests.env.process import ManagedProcess
 from tests.env.servers import Kafka, KubeAPI
+from tests.support.cluster import (
+    API,
+    IMAGE,
+    SYSTEM,
+    Cluster,
+    condition_of,
+    contract_trigger,
+    dataplane_routes,
+    http_get,
+    make_available,
+    manifest,
+    service,
+    trigger,
+)
 
 pytestmark = pytest.mark.integration
 
-API = "eventferry.dev/v1alpha1"
-SYSTEM = "eventferry-system"
 INGRESS = "http://eventferry-broker-ingress.eventferry-system.svc.cluster.local"
-IMAGE = "eventferry:test"
-EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
-T = TypeVar("T")
-
-
-class Cluster:
-    """kubectl against the test API server, the operator and the data plane processes."""
-
-    def __init__(self, kube: KubeAPI, workdir: Path) -> None:
-        self.kube = kube
-        self.workdir = workdir
-        self.env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig))
-        self.operator: ManagedProcess | None = None
-        self.operator_port = 0
-        self.dataplane: ManagedProcess | None = None
-        self.dataplane_port = 0
-        self._started = 0
-
-    # --- kubectl ---------------------------------------------------------------------------------------
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([provision.kubectl(), *args], input=stdin, capture_output=True, text=True,
-                              env=self.env, timeout=60)
-
-    def ok(self, *args: str, stdin: str | None = None) -> str:
-        result = self.kubectl(*args, stdin=stdin)
-        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
-        return result.stdout
-
-    def create(self, namespace: str, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return self.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(obj))
-
-    def get(self, namespace: str, resource: str) -> dict[str, Any] | None:
-        result = self.kubectl("get", "-n", namespace, resource, "-o", "json")
-        if result.returncode != 0:
-            assert "NotFound" in result.stderr, result.stderr
-            return None
-        found: dict[str, Any] = json.loads(result.stdout)
-        return found
-
-    def patch(self, namespace: str, resource: str, body: dict[str, Any],
-              subresource: str | None = None) -> subprocess.CompletedProcess[str]:
-        extra = [f"--subresource={subresource}"] if subresource else []
-        return self.kubectl("patch", "-n", namespace, resource, "--type=merge", "-p", json.dumps(body), *extra)
-
-    def contract(self) -> dict[str, Any]:
-        config_map = self.get(SYSTEM, "configmap/eventferry-contract")
-        assert config_map is not None
-        document: dict[str, Any] = json.loads(config_map["data"]["contract.json"])
-        return document
-
-    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        listed = json.loads(self.ok("get", "events", "-n", namespace, "-o", "json",
-                                    f"--field-selector=involvedObject.name={name}"))
-        items: list[dict[str, Any]] = listed["items"]
-        return items
-
-    # --- processes -------------------------------------------------------------------------------------
-
-    def start_dataplane(self) -> None:
-        self.dataplane_port = free_port()
-        self.dataplane = ManagedProcess("dataplane", [
-            EVENTFERRY, "broker", "--configmap", f"{SYSTEM}/eventferry-contract", "--host", "127.0.0.1",
-            "--port", str(self.dataplane_port), "--report-interval", "2",
-        ], self.workdir / "dataplane.log", env=dict(self.env, POD_NAME="dataplane-0"))
-        self.dataplane.wait_until(lambda: wait_for_port(self.dataplane_port, 0.5), 60, "listening")
-
-    def start_operator(self) -> tuple[ManagedProcess, int]:
-        self._started += 1
-        port = free_port()
-        process = ManagedProcess(f"operator-{self._started}", [
-            EVENTFERRY, "operator", "--adapter-image", IMAGE, "--metrics-host", "127.0.0.1",
-            "--metrics-port", str(port), "--debounce", "0.1", "--retry-interval", "1",
-        ], self.workdir / f"operator-{self._started}.log",
-            env=dict(self.env, POD_NAME=f"operator-{self._started}"))
-        process.wait_until(lambda: wait_for_port(port, 0.5), 60, "serving /readyz")
-        return process, port
-
-    def run_operator(self) -> None:
-        self.operator, self.operator_port = self.start_operator()
-        self.operator.wait_until(lambda: http_get(self.operator_port, "/readyz") == "leader: synced\n", 60,
-                                 "leader and synced")
-
-    def stop(self) -> None:
-        for process in (self.operator, self.dataplane):
-            if process is not None:
-                process.stop()
-
-    def logs(self) -> str:
-        return "\n".join(p.log_tail(40) for p in (self.operator, self.dataplane) if p is not None)
-
-    # --- waiting -----------------------------------------------------------------------------------------
-
-    def wait(self, probe: Callable[[], T | None], what: str, timeout: float = 45) -> T:
-        deadline = time.monotonic() + timeout
-        last: T | None = None
-        while time.monotonic() < deadline:
-            last = probe()
-            if last:
-                return last
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n{self.logs()}")
-
-    def wait_condition(self, namespace: str, resource: str, condition: str, status: str,
-                       reason: str | None = None, timeout: float = 45) -> dict[str, Any]:
-        def probe() -> dict[str, Any] | None:
-            obj = self.get(namespace, resource)
-            found = condition_of(obj, condition)
-            if found and found["status"] == status and (reason is None or found.get("reason") == reason):
-                return obj
-            return None
-
-        return self.wait(probe, f"{resource} {condition}={status} ({reason})", timeout)
-
-
-def http_get(port: int, path: str) -> str | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-            return str(response.read().decode())
-    except OSError:
-        return None
-
-
-def condition_of(obj: dict[str, Any] | None, condition: str) -> dict[str, Any] | None:
-    for item in ((obj or {}).get("status") or {}).get("conditions") or ():
-        if item.get("type") == condition:
-            return dict(item)
-    return None
-
-
-def manifest(kind: str, name: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
-    return {"apiVersion": API, "kind": kind, "metadata": {"name": name, **metadata}, "spec": spec}
-
-
-def trigger(name: str, broker: str = "default", subscriber: dict[str, Any] | None = None,
-            **spec: Any) -> dict[str, Any]:
-    return manifest("Trigger", name, {"broker": broker, "subscriber": subscriber or {"uri": "http://sink.example/"},
-                                      **spec})
-
-
-def service(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"ports": [{"port": 80, "targetPort": 8080}]}}
-
-
-def make_available(cluster: Cluster, namespace: str, name: str) -> None:
-    """What kube-controller-manager would write once the adapter pods run."""
-    deployment = cluster.get(namespace, f"deployment/{name}")
-    assert deployment is not None
-    replicas = deployment["spec"]["replicas"]
-    now = "2026-01-01T00:00:00Z"
-    status = {"observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
-              "readyReplicas": replicas, "availableReplicas": replicas, "updatedReplicas": replicas,
-              "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                              "message": "Deployment has minimum availability.", "lastTransitionTime": now,
-                              "lastUpdateTime": now}]}
-    assert cluster.patch(namespace, f"deployment/{name}", {"status": status}, "status").returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -216,20 +64,6 @@ def ns(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("delete", "brokers,triggers,kafkasources,rocketmqsources", "--all", "-n", name, "--wait=false")
     # Without kube-controller-manager the namespace stays Terminating; its objects are gone already.
     cluster.kubectl("delete", "namespace", name, "--wait=false")
-
-
-def contract_trigger(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
-    for broker in cluster.contract()["brokers"]:
-        for item in broker["triggers"]:
-            if (item["namespace"], item["name"]) == (namespace, name):
-                found: dict[str, Any] = item
-                return found
-    return None
-
-
-def dataplane_routes(cluster: Cluster, namespace: str, name: str) -> bool:
-    text = http_get(cluster.dataplane_port, "/contract")
-    return text is not None and f"{namespace}/{name}" in json.loads(text)["triggers"]
 
 
 # --- Brokers and Triggers --------------------------------------------------------------------------------------
