@@ -46,9 +46,9 @@ async def send_raw(port: int, path: str, headers: list[tuple[bytes, bytes]], bod
     when ``chunked``, else under one Content-Length."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(request_head(path, headers, chunked=chunked, length=None if chunked else len(body)))
         step = chunk or max(1, len(body))
         try:
+            writer.write(request_head(path, headers, chunked=chunked, length=None if chunked else len(body)))
             for start in range(0, len(body), step):
                 piece = body[start:start + step]
                 writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)

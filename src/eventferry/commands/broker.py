@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eventferry.commands.common import add_logging, configure_logging
+from eventferry.commands.common import add_ingress_limits, add_logging, configure_logging
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
                         help="bootstrap servers for Kafka brokers whose contract names none")
     parser.add_argument("--role", choices=["all", "ingress", "dispatcher"], default="all",
                         help="split a Kafka broker for scaling: ingress replicas write, dispatcher replicas deliver")
-    parser.add_argument("--max-event-bytes", type=int, default=4 * 1024 * 1024)
+    add_ingress_limits(parser)
     add_logging(parser)
 
 
@@ -49,7 +49,9 @@ async def _main(args: argparse.Namespace) -> int:
 
     bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
     dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
-                                            role=args.role, instance_id=replica_instance_id(args.port)))
+                                            role=args.role, body_timeout=args.body_timeout,
+                                            idle_timeout=args.idle_timeout, max_event_types=args.max_event_types,
+                                            instance_id=replica_instance_id(args.port)))
     stop = asyncio.Event()
     stop_on_signals(stop)
     server = Server(dataplane, args.host, args.port)

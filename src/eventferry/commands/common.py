@@ -25,3 +25,19 @@ def parse_services(items: list[str]) -> dict[tuple[str, str], str]:
         name, _, namespace = target.partition(".")
         services[(namespace or "default", name)] = url
     return services
+
+
+def add_ingress_limits(parser: argparse.ArgumentParser) -> None:
+    """The ingress's limits on what clients send; defaults from DataPlaneSettings (their one home)."""
+    from eventferry.dataplane.dataplane import DataPlaneSettings
+
+    defaults = DataPlaneSettings()
+    parser.add_argument("--max-event-bytes", type=int, default=defaults.max_event_bytes,
+                        help="largest request body (bytes); larger ones get 413 (default %(default)s)")
+    parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
+                        help="seconds a request body may take to arrive; slower ones get 408 (default %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout,
+                        help="seconds before an idle or half-sent connection is closed (default %(default)s)")
+    parser.add_argument("--max-event-types", type=int, default=defaults.max_event_types,
+                        help="distinct event types with metric series of their own; later ones count as 'other' "
+                             "(default %(default)s)")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eventferry.commands.common import add_logging, configure_logging, parse_services
+from eventferry.commands.common import add_ingress_limits, add_logging, configure_logging, parse_services
 
 log = logging.getLogger("eventferry.run")
 
@@ -31,7 +31,7 @@ def register(subparsers: Any) -> None:
                              "that prints them (for trying manifests out)")
     parser.add_argument("--kafka-bootstrap-servers", default=None,
                         help="bootstrap servers for Kafka brokers whose config names none (comma-separated)")
-    parser.add_argument("--max-event-bytes", type=int, default=4 * 1024 * 1024)
+    add_ingress_limits(parser)
     add_logging(parser)
 
 
@@ -56,6 +56,8 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
     dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
+                                            body_timeout=args.body_timeout, idle_timeout=args.idle_timeout,
+                                            max_event_types=args.max_event_types,
                                             instance_id=replica_instance_id(args.port)))
     from eventferry.display import ROUTES
 
