@@ -7,6 +7,7 @@ import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 
@@ -73,3 +74,11 @@ def first_deliveries_in_order(ids: list[str]) -> list[str]:
             broken.append(f"{event_id} after {last[key]}")
         last[key] = event_id
     return broken
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.env.ports import free_port
+from tests.faults.support import rss_mib
 from tests.support.processes import kill, start_eventferry, wait_ready
 from tests.support.rawhttp import request_head, send_raw
 from tests.support.subscriber import Subscriber
@@ -24,13 +25,6 @@ RSS_LIMIT_MIB = 250
 FLOOD = 800  # idle connections held open at once
 SLOW_CLIENTS = 60
 GOOD_EVENTS = 2000
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 def hostile_requests(rng: random.Random) -> list[tuple[list[tuple[bytes, bytes]], bytes]]:

@@ -21,7 +21,7 @@ import pytest
 from eventferry.dataplane.kafka import KafkaLimits
 from tests.env.ports import free_port
 from tests.env.servers import Kafka
-from tests.faults.support import SenderReport, first_deliveries_in_order, send_at_least_once
+from tests.faults.support import SenderReport, first_deliveries_in_order, rss_mib, send_at_least_once
 from tests.support.processes import kill, start_eventferry
 from tests.support.subscriber import Answer, Received, Subscriber
 
@@ -105,6 +105,7 @@ async def test_a_kafka_data_plane_killed_six_times_loses_nothing(kafka: Kafka, t
     report = SenderReport()
     ready_times: list[float] = []
     delivered_at_kill: list[int] = []
+    rss_at_kill: list[float] = []  # MiB, of each life just before it is killed
     try:
         await wait_ready(base, proc)
         began = time.monotonic()
@@ -114,6 +115,7 @@ async def test_a_kafka_data_plane_killed_six_times_loses_nothing(kafka: Kafka, t
                 assert not sending.done(), "the stream ended before the kills"
                 await asyncio.sleep(0.05)
             delivered_at_kill.append(len(sub.received))
+            rss_at_kill.append(rss_mib(proc.pid))
             kill(proc)  # SIGKILL: deliveries in flight, offsets uncommitted
             proc = start_eventferry(args, log)
             ready_times.append(await wait_ready(base, proc))
@@ -148,6 +150,8 @@ async def test_a_kafka_data_plane_killed_six_times_loses_nothing(kafka: Kafka, t
     broken = first_deliveries_in_order(ids("/o"))
     assert not broken, f"per-key order broken for the ordered Trigger: {broken[:5]}"
     assert report.answers["404"] == 0, report.summary()
+    assert max(rss_at_kill) < 300, f"RSS per life (MiB): {rss_at_kill}"
     print(f"\nkafka data plane, {KILLS} SIGKILLs, {len(accepted)} events acknowledged; sender answers: "
           f"{report.summary()}\n  restart to ready: median {statistics.median(ready_times):.2f}s, "
-          f"max {max(ready_times):.2f}s\n  " + "\n  ".join(figures))
+          f"max {max(ready_times):.2f}s; RSS before each kill (MiB): {[round(m) for m in rss_at_kill]}\n  "
+          + "\n  ".join(figures))

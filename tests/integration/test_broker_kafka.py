@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.env.ports import free_port
 from tests.env.servers import Kafka
 from tests.support.broker import RunningBroker, start_broker
+from tests.support.processes import kill, start_eventferry
 from tests.support.subscriber import Answer, Subscriber
 
 pytestmark = pytest.mark.integration
@@ -267,3 +268,37 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def test_an_ordered_trigger_sees_events_sent_right_after_readiness_even_across_a_crash(
+        kafka: Kafka, tmp_path: Path) -> None:
+    """A new ordered Trigger's group starts at the end of the topic. Its start is pinned (committed) before
+    /readyz answers 200, so events acknowledged right after are seen, even when the process dies before
+    its first commit of progress and the restarted one has to find its start again."""
+    name = f"b{uuid.uuid4().hex[:6]}"
+    first_life = True  # the subscriber fails while the first process lives, so no progress is committed
+    sub = await Subscriber(lambda r, n: Answer(503) if first_life else Answer(200)).start()
+    manifest = tmp_path / "kafka-broker.yaml"
+    manifest.write_text(manifests(name, kafka, trigger("ordered", name, f"{sub.url}/o",
+                                                       "  delivery: {retry: 100, backoffDelay: PT0.1S}",
+                                                       "eventferry.dev/delivery.order: ordered")))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["run", "-f", str(manifest), "--port", str(port)]
+    proc = start_eventferry(args, tmp_path / "run.log")
+    try:
+        await wait_ready(base)
+        async with aiohttp.ClientSession() as session:
+            for i in range(32):
+                assert await send(session, f"{base}/default/{name}", f"first-{i:02d}",
+                                  extra={"ce-partitionkey": f"key-{i}"}) == 202
+        await asyncio.sleep(1)
+        kill(proc)  # nothing was delivered, so only the pinned start is committed
+        first_life = False
+        proc = start_eventferry(args, tmp_path / "run.log")
+        await wait_ready(base)
+        got = await sub.wait_for(32, "/o", timeout=30)
+        assert {r.event.id for r in got} >= {f"first-{i:02d}" for i in range(32)}
+    finally:
+        kill(proc, signal.SIGTERM)
+        await sub.stop()

@@ -10,6 +10,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -267,3 +268,42 @@ async def test_before_the_contract_is_loaded_the_answer_is_503_with_retry_after(
             assert "loading its routing contract" in await response.text()
     finally:
         await server.stop(drain_timeout=0)
+
+
+# --- a delivery that raises is a failed attempt -------------------------------------------------------------
+
+async def test_a_delivery_that_raises_is_retried_then_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                    ) -> None:
+    from eventferry.delivery import sender as sender_module
+
+    real_to_binary = sender_module.to_binary
+
+    def failing_to_binary(event: Any) -> Any:
+        if event.id == "boom" and "knativeerrordest" not in event.attributes:
+            raise RuntimeError("cannot encode this one")  # a fault inside the attempt, not an HTTP failure
+        return real_to_binary(event)
+
+    monkeypatch.setattr(sender_module, "to_binary", failing_to_binary)
+    subscriber, dls = await Subscriber().start(), await Subscriber().start()
+    running = await start_broker(tmp_path, MANIFESTS.format(url=subscriber.url).replace(
+        "backoffDelay: PT0.05S}", f'backoffDelay: PT0.05S, deadLetterSink: {{uri: "{dls.url}/dls"}}}}'))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for event_id in ("boom", "fine"):
+                async with session.post(running.url(), headers={"ce-specversion": "1.0", "ce-id": event_id,
+                                                                "ce-source": "/s", "ce-type": "t"}) as response:
+                    assert response.status == 202
+            [dead] = await dls.wait_for(1)
+            await subscriber.wait_for(1)
+            async with session.get(f"{running.base_url}/metrics") as response:
+                page = await response.text()
+    finally:
+        await running.stop()
+        await subscriber.stop()
+        await dls.stop()
+    assert dead.event.id == "boom"
+    assert b"cannot encode this one" in base64.b64decode(str(dead.event.attributes["knativeerrordata"]))
+    assert [r.event.id for r in subscriber.received] == ["fine"]
+    assert any(line.startswith("eventferry_trigger_events_retried_total") and line.endswith(" 1.0")
+               for line in page.splitlines())
+    assert any('outcome="dead_lettered"' in line and line.endswith(" 1.0") for line in page.splitlines())

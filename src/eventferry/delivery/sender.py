@@ -51,13 +51,13 @@ class Sender:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        wire_headers, body = to_structured(event) if structured else to_binary(event)
-        if headers:
-            wire_headers.update(headers)
-        # An event without datacontenttype goes without Content-Type: the one aiohttp would add
-        # (application/octet-stream) would reach the receiver as the event's datacontenttype.
-        skip = () if any(key.lower() == "content-type" for key in wire_headers) else ("Content-Type",)
         try:
+            wire_headers, body = to_structured(event) if structured else to_binary(event)
+            if headers:
+                wire_headers.update(headers)
+            # An event without datacontenttype goes without Content-Type: the one aiohttp would add
+            # (application/octet-stream) would reach the receiver as the event's datacontenttype.
+            skip = () if any(key.lower() == "content-type" for key in wire_headers) else ("Content-Type",)
             async with self._session.post(url, data=body, headers=wire_headers, skip_auto_headers=skip,
                                           timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 content, truncated = await read_prefix(response.content, MAX_RESPONSE_BYTES)
