@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from eventferry.adapters import tracing
-from eventferry.adapters.offsets import CommitTracker
+from eventferry.kafka.offsets import CommitTracker
 
 pytestmark = pytest.mark.unit
 

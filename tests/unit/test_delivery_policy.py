@@ -7,8 +7,8 @@ import email.utils
 import pytest
 
 from eventferry.contract.model import Delivery
-from eventferry.delivery.offsets import OffsetTracker
 from eventferry.delivery.policy import backoff_seconds, is_retryable, next_wait, retry_after_seconds
+from eventferry.kafka.offsets import CommitTracker
 
 pytestmark = pytest.mark.unit
 
@@ -53,13 +53,13 @@ def test_retry_after_as_http_date() -> None:
 
 
 def test_offsets_commit_only_the_contiguous_finished_prefix() -> None:
-    tracker = OffsetTracker()
+    tracker: CommitTracker[int] = CommitTracker()  # the broker's and the adapter's one tracker
     for offset in (10, 11, 12, 13):
-        tracker.add(offset)
-    tracker.done(12)
-    assert tracker.advance() is None  # 10 and 11 still running
-    tracker.done(10)
-    assert tracker.advance() == 11
-    tracker.done(11)
-    assert tracker.advance() == 13  # 12 had finished already
-    assert len(tracker) == 1
+        tracker.started(0, offset)
+    tracker.finished(0, 12)
+    assert tracker.commits() == {}  # 10 and 11 still running
+    tracker.finished(0, 10)
+    assert tracker.commits() == {0: 11}
+    tracker.finished(0, 11)
+    assert tracker.commits() == {0: 13}  # 12 had finished already
+    assert tracker.in_flight(0) == 1

@@ -1,12 +1,9 @@
 """The KafkaSource adapter: topic records -> CloudEvents -> sink, at least once.
 
-- One consumer in the source's consumer group (aiokafka), auto-commit off. An offset is committed
-  only when every record before it in its partition settled (the sink or the dead-letter sink
-  accepted it), so a killed adapter replays and never skips.
-- ``ordered``: one record at a time per partition, in offset order, partitions side by side.
-  ``unordered``: records of a partition run concurrently. Either way a partition pauses while it holds
-  ``max_in_flight_per_partition`` records, and every partition pauses while the adapter holds
-  ``max_in_flight``: memory stays bounded whatever the sink does.
+- One consumer in the source's consumer group (aiokafka), auto-commit off, run by the shared consume
+  loop (``eventferry.kafka.consumer``): an offset is committed only when every record before it in its
+  partition settled (the sink or the dead-letter sink accepted it), so a killed adapter replays and
+  never skips; ``ordered`` or not, with per-partition and total in-flight bounds.
 - A delivery that ends FAILED (retries and dead-letter sink exhausted) is tried again after a backoff,
   never committed past.
 - A record that claims to be a CloudEvent but is malformed goes to the dead-letter sink (wrapped as a
@@ -17,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -26,11 +22,10 @@ import tempfile
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
-    ConsumerStoppedError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
@@ -45,17 +40,13 @@ from eventferry.adapters.health import Health
 from eventferry.adapters.kafka_mapping import map_record
 from eventferry.adapters.logs import fields
 from eventferry.adapters.metrics import AdapterMetrics
-from eventferry.adapters.offsets import CommitTracker
+from eventferry.kafka.consumer import FETCH_BATCH, ConsumerLoop, LoopLimits, LoopObserver
 
 log = logging.getLogger("eventferry.adapters.kafka")
 
 AUTH_ERRORS = (SaslAuthenticationFailed, AuthenticationFailedError, UnsupportedSaslMechanismError)
 FATAL_ERRORS = (*AUTH_ERRORS, TopicAuthorizationFailedError, GroupAuthorizationFailedError)
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between attempts to (re)start the consumer
-FETCH_BATCH = 500
-IDLE_POLL_MS = 200  # longest wait of a fetch when no partition is paused (data ends it at once)
-PAUSED_POLL_MS = 20
-REVOKE_GRACE = 2.0  # seconds a rebalance waits for deliveries of revoked partitions before committing
 
 
 async def run_kafka_adapter(config: AdapterConfig, stop: asyncio.Event, *, metrics: AdapterMetrics | None = None,
@@ -96,15 +87,26 @@ def ssl_context(tls: Tls) -> ssl.SSLContext:
     return context
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Observer(LoopObserver):
     def __init__(self, adapter: KafkaAdapter) -> None:
         self.adapter = adapter
 
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.adapter.revoked(set(revoked))
+    def assigned(self, partitions: set[TopicPartition]) -> None:
+        self.adapter.health.set_ready()
+        names = sorted(f"{tp.topic}-{tp.partition}" for tp in partitions)
+        log.info("partitions assigned: %s", ", ".join(names), extra=fields(assigned=names))
 
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.adapter.assigned(set(assigned))
+    def received(self, topic: str, count: int) -> None:
+        self.adapter.metrics.received(topic, count)
+
+    def in_flight(self, count: int) -> None:
+        self.adapter.metrics.in_flight(count)
+
+    def lag(self, tp: TopicPartition, lag: int) -> None:
+        self.adapter.metrics.lag(tp.topic, tp.partition, lag)
+
+    def forgot(self, tp: TopicPartition) -> None:
+        self.adapter.metrics.forget_lag(tp.topic, tp.partition)
 
 
 class KafkaAdapter:
@@ -114,21 +116,17 @@ class KafkaAdapter:
         self.config = config
         self.settings = config.kafka
         self.limits = config.limits
-        self.ordered = config.ordering == "ordered"
         self.sink = sink
         self.metrics = metrics
         self.health = health
         self.stopping = stopping
         self.consumer: AIOKafkaConsumer | None = None
-        self.tracker: CommitTracker[TopicPartition] = CommitTracker()
-        self._tasks: dict[TopicPartition, set[asyncio.Task[None]]] = collections.defaultdict(set)
-        self._lanes: dict[TopicPartition, collections.deque[Any]] = {}  # ordered: records waiting, per partition
-        self._workers: dict[TopicPartition, asyncio.Task[None]] = {}  # ordered: the task draining each lane
-        self._epochs: dict[TopicPartition, int] = collections.defaultdict(int)
-        self._next_offset: dict[TopicPartition, int] = {}
-        self._uncommitted: dict[TopicPartition, int] = {}  # positions whose commit has not succeeded yet
-        self._paused: set[TopicPartition] = set()
-        self._capacity = asyncio.Event()
+        limits = LoopLimits(max_in_flight=self.limits.max_in_flight,
+                            max_in_flight_per_partition=self.limits.max_in_flight_per_partition,
+                            commit_interval=self.limits.commit_interval, drain_timeout=self.limits.drain_timeout)
+        self.loop = ConsumerLoop(f"kafka source {config.key}", self._handle, stopping,
+                                 ordered=config.ordering == "ordered", limits=limits,
+                                 offset_reset=self.settings.initial_offset, observer=_Observer(self))
         self._warned_headers: set[str] = set()
         self._options: dict[str, Any] = {}
 
@@ -158,14 +156,14 @@ class KafkaAdapter:
                 await self._sleep(wait)
                 continue
             failures = 0
+            assert self.consumer is not None
             try:
-                await self._consume()
+                await self.loop.consume(self.consumer)
             except FATAL_ERRORS as error:
                 raise AdapterError(self._explain(error)) from None
             except (KafkaError, OSError) as error:
                 log.warning("Kafka consumer failed (%s); restarting it", error, extra=fields(error=str(error)))
             finally:
-                await self._settle()
                 await self._close()
 
     async def _start(self) -> None:
@@ -173,7 +171,7 @@ class KafkaAdapter:
             group_id=self.settings.consumer_group, client_id=f"eventferry-{self.config.namespace}-{self.config.name}",
             enable_auto_commit=False, auto_offset_reset=self.settings.initial_offset,
             max_poll_records=FETCH_BATCH, request_timeout_ms=30000, **self._options)
-        self.consumer.subscribe(topics=list(self.settings.topics), listener=_Rebalance(self))
+        self.consumer.subscribe(topics=list(self.settings.topics), listener=self.loop.listener(self.consumer))
         await self.consumer.start()
         log.info("consuming %s as group %s from %s", ",".join(self.settings.topics), self.settings.consumer_group,
                  ",".join(self.settings.bootstrap_servers),
@@ -185,9 +183,6 @@ class KafkaAdapter:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
             self.consumer = None
-        for tp in self.tracker.partitions():
-            self._forget(tp)
-        self._paused.clear()
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -219,93 +214,14 @@ class KafkaAdapter:
             return f"Kafka refused access to the topics or the consumer group {self.settings.consumer_group!r}: {error}"
         return f"{type(error).__name__}: {error}"
 
-    # --- consuming -------------------------------------------------------------------------------------
+    # --- one record ----------------------------------------------------------------------------------------
 
-    async def _consume(self) -> None:
-        assert self.consumer is not None
-        consumer = self.consumer
-        last_commit = time.monotonic()
-        while not self.stopping.is_set():
-            self._flow_control()
-            free = self.limits.max_in_flight - self.tracker.total_in_flight
-            room = [tp for tp in consumer.assignment() if tp not in self._paused]
-            if free <= 0 or not room:
-                self._capacity.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._capacity.wait(), self.limits.commit_interval)
-            else:
-                try:
-                    # Only partitions with room. A short wait while some are paused, so that a paused
-                    # partition resumes soon after it drained rather than after a long empty fetch.
-                    batches = await consumer.getmany(
-                        *room, timeout_ms=PAUSED_POLL_MS if self._paused else IDLE_POLL_MS,
-                        max_records=min(free, self.limits.max_in_flight_per_partition, FETCH_BATCH))
-                except ConsumerStoppedError:
-                    return
-                for tp, records in batches.items():
-                    if records:
-                        self.metrics.received(tp.topic, len(records))
-                    for record in records:
-                        self._dispatch(tp, record)
-            if time.monotonic() - last_commit >= self.limits.commit_interval:
-                await self.commit()
-                self._report_lag()
-                last_commit = time.monotonic()
-
-    def _dispatch(self, tp: TopicPartition, record: Any) -> None:
-        expected = self._next_offset.get(tp)
-        if expected is not None and record.offset < expected:
-            # Read again (the client moved its position back): that record is in flight or settled already.
-            log.debug("offset %d of %s read again; already handled", record.offset, tp)
-            return
-        self.tracker.started(tp, record.offset)
-        self._next_offset[tp] = record.offset + 1
-        epoch = self._epochs[tp]
-        if self.ordered:
-            lane = self._lanes.get(tp)
-            if lane is None:
-                lane = self._lanes[tp] = collections.deque()
-            lane.append(record)
-            worker = self._workers.get(tp)
-            if worker is None or worker.done():  # the partition's worker ended with its lane empty: start one
-                self._workers[tp] = self._spawn(tp, self._drain_lane(tp, lane, epoch))
-        else:
-            self._spawn(tp, self._process(tp, record, epoch))
-        self.metrics.in_flight(self.tracker.total_in_flight)
-
-    def _spawn(self, tp: TopicPartition, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        tasks = self._tasks[tp]
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return task
-
-    async def _drain_lane(self, tp: TopicPartition, lane: collections.deque[Any], epoch: int) -> None:
-        while lane and not self.stopping.is_set():
-            if not await self._process(tp, lane[0], epoch):
-                return
-            lane.popleft()
-
-    async def _process(self, tp: TopicPartition, record: Any, epoch: int) -> bool:
-        """Maps and settles one record; True when it settled (and may be committed)."""
-        read_at = time.monotonic()
-        while True:
-            try:
-                await self._settle_record(record, read_at)
-                break
-            except Abandoned:
-                return False
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # A bug, not a sink failure (those are handled inside): keep the record, never skip it.
-                log.exception("handling offset %d of %s failed; retrying in 1s", record.offset, tp,
-                              extra=fields(topic=tp.topic, partition=tp.partition, offset=record.offset))
-                await asyncio.sleep(1)
-        if self._epochs[tp] == epoch:
-            self.tracker.finished(tp, record.offset)
-            self.metrics.in_flight(self.tracker.total_in_flight)
-            self._capacity.set()
+    async def _handle(self, record: Any) -> bool:
+        """Maps and settles one record; False when the adapter stopped before it settled."""
+        try:
+            await self._settle_record(record, time.monotonic())
+        except Abandoned:
+            return False
         return True
 
     async def _settle_record(self, record: Any, read_at: float) -> None:
@@ -334,98 +250,3 @@ class KafkaAdapter:
         log.error("offset %d of %s-%d: %s; no dead-letter sink, so it is dropped (committed)", record.offset,
                   record.topic, record.partition, why,
                   extra=fields(topic=record.topic, partition=record.partition, offset=record.offset, error=reason))
-
-    def _flow_control(self) -> None:
-        if self.consumer is None:
-            return
-        per_partition, total_max = self.limits.max_in_flight_per_partition, self.limits.max_in_flight
-        total = self.tracker.total_in_flight
-        pause, resume = [], []
-        for tp in self.consumer.assignment():
-            held = self.tracker.in_flight(tp)
-            if tp not in self._paused:
-                if held >= per_partition or total >= total_max:
-                    pause.append(tp)
-            elif held <= per_partition // 2 and total <= total_max // 2:
-                resume.append(tp)
-        if pause:
-            self.consumer.pause(*pause)
-            self._paused.update(pause)
-        if resume:
-            self.consumer.resume(*resume)
-            self._paused.difference_update(resume)
-
-    async def commit(self, only: set[TopicPartition] | None = None) -> None:
-        if self.consumer is None:
-            return
-        self._uncommitted.update(self.tracker.commits())
-        offsets = {tp: offset for tp, offset in self._uncommitted.items() if only is None or tp in only}
-        if not offsets:
-            return
-        try:
-            await self.consumer.commit(offsets)
-        except KafkaError as error:
-            # A rebalance took the partition away: its new owner replays from the last commit (at least once).
-            log.warning("commit of %s failed: %s", {str(tp): o for tp, o in offsets.items()}, error,
-                        extra=fields(error=str(error)))
-            return
-        for tp, offset in offsets.items():
-            if self._uncommitted.get(tp) == offset:
-                del self._uncommitted[tp]
-
-    def _report_lag(self) -> None:
-        if self.consumer is None:
-            return
-        for tp in self.consumer.assignment():
-            highwater = self.consumer.highwater(tp)
-            low = self.tracker.lowest_unfinished(tp)
-            if low is None:
-                low = self._next_offset.get(tp)
-            if highwater is not None and low is not None:
-                self.metrics.lag(tp.topic, tp.partition, max(0, highwater - low))
-
-    # --- rebalances and stopping --------------------------------------------------------------------------
-
-    def assigned(self, assigned: set[TopicPartition]) -> None:
-        self._paused.difference_update(assigned)
-        self.health.set_ready()
-        log.info("partitions assigned: %s", ", ".join(sorted(f"{tp.topic}-{tp.partition}" for tp in assigned)),
-                 extra=fields(assigned=sorted(f"{tp.topic}-{tp.partition}" for tp in assigned)))
-
-    async def revoked(self, revoked: set[TopicPartition]) -> None:
-        tasks = [task for tp in revoked for task in self._tasks.get(tp, ())]
-        if tasks:
-            await asyncio.wait(tasks, timeout=REVOKE_GRACE)
-        await self.commit(only=revoked)
-        for tp in revoked:
-            self._forget(tp)
-
-    def _forget(self, tp: TopicPartition) -> None:
-        self._epochs[tp] += 1
-        for task in list(self._tasks.pop(tp, ())):
-            task.cancel()
-        self._lanes.pop(tp, None)
-        self._workers.pop(tp, None)
-        self._next_offset.pop(tp, None)
-        self._uncommitted.pop(tp, None)
-        self._paused.discard(tp)
-        self.tracker.forget(tp)
-        self.metrics.forget_lag(tp.topic, tp.partition)
-        self.metrics.in_flight(self.tracker.total_in_flight)
-        self._capacity.set()
-
-    async def _settle(self) -> None:
-        """Lets in-flight deliveries end (up to the drain timeout), commits what settled, gives back the rest."""
-        tasks = [task for group in self._tasks.values() for task in group]
-        if tasks:
-            log.info("waiting up to %.0fs for %d in-flight deliveries", self.limits.drain_timeout, len(tasks),
-                     extra=fields(in_flight=self.tracker.total_in_flight))
-            _done, pending = await asyncio.wait(tasks, timeout=self.limits.drain_timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self.commit()
-        if self.tracker.total_in_flight:
-            log.info("%d records not delivered are left uncommitted: they are read again on restart",
-                     self.tracker.total_in_flight, extra=fields(uncommitted=self.tracker.total_in_flight))

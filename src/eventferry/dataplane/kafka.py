@@ -21,6 +21,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +32,13 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from eventferry.contract import model
 from eventferry.dataplane.dispatch import CompiledTrigger, Dispatcher, Unavailable, compile_trigger
 from eventferry.dataplane.filters import TriggerIndex
-from eventferry.dataplane.kafka_consumer import ConsumerLoop
 from eventferry.dataplane.metrics import BrokerMetrics
 from eventferry.delivery import Outcome, Sender, backoff_seconds, deliver, is_retryable
 from eventferry.delivery.deliver import Result, dead_letter_event
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.event import attribute_text
 from eventferry.events.kafka import from_kafka, to_kafka
+from eventferry.kafka.consumer import ConsumerLoop, LoopLimits
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ class KafkaBroker:
         self._producer: AIOKafkaProducer | None = None
         self._index: TriggerIndex[CompiledTrigger] = TriggerIndex()
         self._triggers: dict[str, CompiledTrigger] = {}
-        self._loops: dict[str, ConsumerLoop] = {}  # "main", "retry", and one per ordered Trigger
+        # "main", "retry", and one per ordered Trigger: each loop with the event that stops it
+        self._loops: dict[str, tuple[ConsumerLoop, asyncio.Event]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._known_topics: set[str] = set()
         self._background: set[asyncio.Future[None]] = set()
@@ -133,25 +135,48 @@ class KafkaBroker:
                                     group_instance_id=self.instance_id,
                                     session_timeout_ms=self.limits.session_timeout_ms)
 
-        loop = ConsumerLoop(f"{self.spec.key}/{key}", make_consumer, subscription, handler, ordered=ordered,
-                            offset_reset=offset_reset, max_in_flight=self.limits.in_flight_records,
-                            commit_interval=self.limits.commit_interval)
-        self._loops[key] = loop
-        self._tasks[key] = asyncio.create_task(loop.run())
+        async def settled(record: Any) -> bool:
+            await handler(record)  # returns once the record's work is durable (delivered, parked, dropped)
+            return True
+
+        stopping = asyncio.Event()
+        loop = ConsumerLoop(f"{self.spec.key}/{key}", settled, stopping, ordered=ordered, offset_reset=offset_reset,
+                            limits=LoopLimits(max_in_flight=self.limits.in_flight_records,
+                                              max_in_flight_per_partition=self.limits.in_flight_records,
+                                              commit_interval=self.limits.commit_interval, drain_timeout=5.0))
+        self._loops[key] = (loop, stopping)
+        self._tasks[key] = asyncio.create_task(self._keep_consuming(loop, stopping, make_consumer, subscription))
+
+    async def _keep_consuming(self, loop: ConsumerLoop, stopping: asyncio.Event,
+                              make_consumer: Callable[[], AIOKafkaConsumer], subscription: dict[str, Any]) -> None:
+        """Runs the loop on a consumer until stopped; a consumer that fails is replaced after 2 s."""
+        while not stopping.is_set():
+            consumer = make_consumer()
+            consumer.subscribe(**subscription, listener=loop.listener(consumer))
+            try:
+                await consumer.start()
+                await loop.consume(consumer)
+            except (KafkaError, OSError) as error:
+                log.warning("%s: Kafka consumer failed (%s), restarting in 2s", loop.name, error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
 
     async def _stop_loop(self, key: str) -> None:
-        loop = self._loops.pop(key, None)
+        entry = self._loops.pop(key, None)
         task = self._tasks.pop(key, None)
-        if loop is not None:
-            loop.stop()
+        if entry is not None:
+            entry[1].set()
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 15)
 
     def ready(self) -> bool:
         """True once every consumer of this broker has its partitions: events sent now will be seen."""
-        return self._started and all(loop.assigned.is_set() for loop in self._loops.values()
-                                     if loop is not self._loops.get("retry"))
+        return self._started and all(loop.assigned.is_set() for key, (loop, _) in self._loops.items()
+                                     if key != "retry")
 
     async def drain(self, timeout: float) -> bool:
         return True  # accepted events are in Kafka; nothing in memory needs draining

@@ -4,8 +4,7 @@ Pure bookkeeping, no I/O. A record is *started* when it is read and *finished* w
 ended (sink or dead-letter sink accepted it). ``commits()`` gives, per partition, the offset to
 commit: one past the last record of the finished prefix. A record finished out of order waits for
 the ones before it, so a crash replays every record whose delivery had not ended and skips none.
-(``eventferry.delivery.offsets.OffsetTracker`` is the data plane's single-partition version; this one
-adds the in-flight counts that flow control needs and the lowest unfinished offset that lag needs.)
+Also counts what is in flight (for flow control) and knows the lowest unfinished offset (for lag).
 """
 
 from __future__ import annotations
