@@ -1,9 +1,9 @@
 """What both adapters share: the sink client (delivery, trace context, metrics, logs) and the process frame.
 
 The sink client delivers through ``eventferry.delivery`` (retries, backoff, dead-letter sink as the
-DeliverySpec says). An event whose delivery ends FAILED (retries and dead-letter sink exhausted) is
-never skipped: the client tries it again after a backoff, until it is delivered or the adapter stops,
-and the caller acknowledges the message only when it settled.
+DeliverySpec says, decided by ``next_step``). An event whose delivery ends FAILED (retries and
+dead-letter sink spent) is never skipped: the client tries it again after a backoff, until it is
+delivered or the adapter stops, and the caller acknowledges the message only when it settled.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ from eventferry.adapters.config import AdapterConfig
 from eventferry.adapters.health import Health, HealthServer
 from eventferry.adapters.logs import fields
 from eventferry.adapters.metrics import AdapterMetrics
-from eventferry.delivery import Attempt, Outcome, Sender, backoff_seconds, deliver
+from eventferry.delivery import Attempt, Outcome, Sender, deliver
 from eventferry.delivery.deliver import dead_letter_event
+from eventferry.delivery.steps import kept_wait
 from eventferry.events import CloudEvent
 
 log = logging.getLogger("eventferry.adapters")
 
-# The shortest wait before a FAILED delivery is tried again, so that a sink that fails at once is not
-# hammered in a tight loop.
-FAILED_BACKOFF_MIN = 0.5
 # Seconds a stopping adapter may take beyond its drain timeout (a RocketMQ receive long-polls, a client
 # shuts down) before it is cancelled.
 STOP_GRACE = 20.0
@@ -53,15 +51,13 @@ class SinkClient:
         self.metrics = metrics
         self.stopping = stopping
         self.delivery = config.delivery
-        self._no_dead_letter = config.delivery.model_copy(update={"dead_letter_sink": None})
 
     def _on_retry(self, attempt: Attempt, retry: int, wait: float) -> None:
         self.metrics.retried(attempt.status)
 
     async def settle(self, event: CloudEvent, read_at: float) -> Outcome:
-        """Delivers ``event`` to the sink (or its dead-letter sink) and returns how it ended.
-
-        FAILED outcomes are retried here after a backoff; raises Abandoned when the adapter stops first.
+        """Delivers ``event`` to the sink (or its dead-letter sink) and returns how it ended: nothing is
+        given up, a spent policy is tried again after a backoff; raises Abandoned when the adapter stops first.
         """
         trace(event)
         failures = 0
@@ -76,9 +72,10 @@ class SinkClient:
             await self._pause(wait)
 
     async def send(self, event: CloudEvent, read_at: float) -> Outcome:
-        """One delivery as the DeliverySpec says (retries, then the dead-letter sink); FAILED is returned."""
+        """One delivery as the DeliverySpec says (retries, then the dead-letter sink); FAILED is returned
+        (``settle`` or the caller's queue has it tried again later)."""
         result = await deliver(self.sender, event, self.config.sink, self.delivery, on_retry=self._on_retry,
-                               replies=False)
+                               replies=False, pause=self._pause)
         self.metrics.outcome(result.outcome.value, result.last.status)
         answer = result.last.status or result.last.error
         if result.outcome is Outcome.FAILED:
@@ -105,9 +102,9 @@ class SinkClient:
         trace(dead)
         failures = 0
         while True:
-            result = await deliver(self.sender, dead, dead_letter_sink, self._no_dead_letter,
-                                   on_retry=self._on_retry, replies=False)
-            if result.outcome is Outcome.DELIVERED:
+            result = await deliver(self.sender, dead, dead_letter_sink, self.delivery, on_retry=self._on_retry,
+                                   replies=False, stage="dead-letter", pause=self._pause)
+            if result.outcome is Outcome.DEAD_LETTERED:
                 self.metrics.outcome(Outcome.DEAD_LETTERED.value, result.last.status)
                 return True
             self.metrics.outcome(Outcome.FAILED.value, result.last.status)
@@ -120,8 +117,7 @@ class SinkClient:
 
     def failed_backoff(self, failures: int) -> float:
         """Seconds before an event whose delivery FAILED ``failures`` times in a row is tried again."""
-        limit = self.config.limits.failed_backoff_max
-        return max(min(FAILED_BACKOFF_MIN, limit), min(backoff_seconds(self.delivery, failures), limit))
+        return kept_wait(self.delivery, failures, self.config.limits.failed_backoff_max)
 
     async def _pause(self, seconds: float) -> None:
         if self.stopping.is_set():

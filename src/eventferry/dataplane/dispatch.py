@@ -14,8 +14,9 @@ from eventferry.contract import model
 from eventferry.dataplane.filters import Predicate, compile_attributes, compile_filters, required_exact
 from eventferry.dataplane.metrics import BrokerMetrics
 from eventferry.delivery import Outcome, Result, Sender, deliver
-from eventferry.delivery.deliver import ReplyRejected
+from eventferry.delivery.deliver import ReplyHandler, ReplyRejected, attempt_once
 from eventferry.delivery.sender import Attempt
+from eventferry.delivery.steps import KEPT_WAIT_MAX, Exhausted, Stage
 from eventferry.events import CloudEvent
 from eventferry.events.event import attribute_text
 
@@ -82,9 +83,32 @@ class Dispatcher:
         self.metrics = metrics
         self.reingest = reingest
 
-    async def dispatch(self, trigger: model.Trigger, event: CloudEvent,
-                       delivery: model.Delivery | None = None) -> Result:
-        """One delivery run: ``delivery`` may narrow the Trigger's own (the Kafka class retries in stages)."""
+    async def dispatch(self, trigger: model.Trigger, event: CloudEvent, *, exhausted: Exhausted = "drop",
+                       kept_wait_max: float = KEPT_WAIT_MAX) -> Result:
+        """A whole delivery in process: attempts, retries and the dead-letter sink as ``next_step`` decides."""
+        outgoing, headers, on_reply = self._prepare(trigger, event)
+
+        def on_retry(attempt: Attempt, number: int, wait: float) -> None:
+            self.metrics.retried.labels(self.broker.namespace, self.broker.name, trigger.name,
+                                        str(attempt.status or 0)).inc()
+
+        return await deliver(self.sender, outgoing, trigger.subscriber, trigger.delivery, headers=headers,
+                             on_reply=on_reply, on_retry=on_retry, exhausted=exhausted, kept_wait_max=kept_wait_max)
+
+    async def attempt(self, trigger: model.Trigger, event: CloudEvent, stage: Stage = "subscriber") -> Attempt:
+        """One attempt at the subscriber (its reply stored) or, for a dead letter, at the dead-letter sink."""
+        outgoing, headers, on_reply = self._prepare(trigger, event)
+        if stage == "subscriber":
+            attempt, _ = await attempt_once(self.sender, outgoing, trigger.subscriber, trigger.delivery,
+                                            headers=headers, on_reply=on_reply)
+            return attempt
+        assert trigger.delivery.dead_letter_sink is not None
+        attempt, _ = await attempt_once(self.sender, outgoing, trigger.delivery.dead_letter_sink, trigger.delivery,
+                                        headers=headers)
+        return attempt
+
+    def _prepare(self, trigger: model.Trigger, event: CloudEvent) -> tuple[CloudEvent, dict[str, str], ReplyHandler]:
+        """The event as subscribers get it (no TTL), the request headers, and where its reply goes."""
         ttl = ttl_of(event)
         outgoing = event.copy()
         outgoing.attributes.pop(TTL_ATTRIBUTE, None)  # the TTL is the broker's business, not the subscriber's
@@ -102,12 +126,7 @@ class Dispatcher:
             except (Overloaded, Unavailable) as error:
                 raise ReplyRejected(str(error)) from None
 
-        def on_retry(attempt: Attempt, number: int, wait: float) -> None:
-            self.metrics.retried.labels(self.broker.namespace, self.broker.name, trigger.name,
-                                        str(attempt.status or 0)).inc()
-
-        return await deliver(self.sender, outgoing, trigger.subscriber, delivery or trigger.delivery,
-                             headers=headers, on_reply=on_reply, on_retry=on_retry)
+        return outgoing, headers, on_reply
 
     def record(self, trigger: model.Trigger, event: CloudEvent, outcome: str, status: int | None) -> None:
         """Counts a delivery that ended, and its latency since the event arrived at the broker.

@@ -4,8 +4,8 @@
   202 only after the write is acknowledged by all in-sync replicas.
 - Unordered Triggers share ONE consumer group per Broker: each record is read once and matched
   through the trigger index, so the cost does not grow with the number of Triggers. A delivery
-  gets a short in-place retry budget; past it, the event moves to a durable retry topic of its
-  Trigger (``<topic>.retry.<trigger>``) and the main offset moves on, so a failing subscriber holds
+  gets one attempt in place; if ``next_step`` says retry, the event moves to a durable retry topic of
+  its Trigger (``<topic>.retry.<trigger>``) and the main offset moves on, so a failing subscriber holds
   back neither the other Triggers nor their commits. A retry consumer (one per Broker, pattern
   subscription) delivers parked events when due, parks them again or dead-letters them.
 - An event whose dead-letter delivery fails is parked again, never committed as done: retried, not lost.
@@ -33,8 +33,9 @@ from eventferry.contract import model
 from eventferry.dataplane.dispatch import CompiledTrigger, Dispatcher, Unavailable, compile_trigger
 from eventferry.dataplane.filters import TriggerIndex
 from eventferry.dataplane.metrics import BrokerMetrics
-from eventferry.delivery import Outcome, Sender, backoff_seconds, deliver, is_retryable
-from eventferry.delivery.deliver import Result, dead_letter_event
+from eventferry.delivery import Sender
+from eventferry.delivery.deliver import dead_letter_event
+from eventferry.delivery.steps import DeadLetter, Delivered, Drop, Stage, next_step
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.event import attribute_text
 from eventferry.events.kafka import from_kafka, to_kafka
@@ -53,9 +54,6 @@ DEAD_LETTER_RETRY_CAP = 60.0  # seconds between tries of a dead-letter sink that
 @dataclass(frozen=True)
 class KafkaLimits:
     in_flight_records: int = 2000  # per consumer; partitions pause past it, so memory stays bounded
-    # Retries in place before an event moves to its Trigger's retry topic: none, since a record's commit waits
-    # for every Trigger's delivery, so retrying in place would hold back the commits of healthy Triggers.
-    in_place_retries: int = 0
     retry_topic_partitions: int = 3
     commit_interval: float = 0.5
     session_timeout_ms: int = 10_000  # how long a replica that died and did not come back holds its partitions
@@ -257,47 +255,35 @@ class KafkaBroker:
         if not matched:
             self.metrics.dropped.labels(self.spec.namespace, self.spec.name, "no_matching_trigger").inc()
             return
-        await asyncio.gather(*(self._first_try(t.spec, event) for t in matched))
+        await asyncio.gather(*(self._advance(t.spec, event, "subscriber", 0) for t in matched))
 
-    async def _first_try(self, trigger: model.Trigger, event: CloudEvent) -> None:
-        in_place = trigger.delivery.model_copy(update={
-            "retry": min(trigger.delivery.retry, self.limits.in_place_retries), "dead_letter_sink": None})
-        result = await self.dispatcher.dispatch(trigger, event, in_place)
-        await self._after(trigger, event, result, attempts_before=0)
-
-    async def _after(self, trigger: model.Trigger, event: CloudEvent, result: Result, attempts_before: int) -> None:
-        attempts = attempts_before + result.attempts
-        if result.outcome is Outcome.DELIVERED:
-            self.dispatcher.record(trigger, event, "delivered", result.last.status)
+    async def _advance(self, trigger: model.Trigger, event: CloudEvent, stage: Stage, attempts_before: int) -> None:
+        """One attempt at ``stage``, then what ``next_step`` says: done, dropped (counted), or parked in the
+        Trigger's retry topic for the wait it gives (returns once Kafka acknowledged the park). No retry
+        happens in place: a record's commit waits for every matching Trigger, and must not wait on one."""
+        while True:
+            attempts = attempts_before + 1
+            attempt = await self.dispatcher.attempt(trigger, event, stage)
+            step = next_step(attempt, attempts, trigger.delivery, stage, exhausted="keep-dead-letters",
+                             kept_wait_max=DEAD_LETTER_RETRY_CAP)
+            if isinstance(step, Delivered):
+                outcome = "delivered" if step.stage == "subscriber" else "dead_lettered"
+                self.dispatcher.record(trigger, event, outcome, attempt.status)
+                return
+            if isinstance(step, Drop):
+                self.dispatcher.record(trigger, event, "failed", attempt.status)
+                log.warning("event %s to trigger %s failed after %d attempts (last answer %s) and has no "
+                            "dead-letter sink: dropped", event.id, trigger.key, attempts,
+                            attempt.status or attempt.error)
+                return
+            if isinstance(step, DeadLetter):
+                event, stage, attempts_before = dead_letter_event(event, trigger.subscriber, attempt), \
+                    "dead-letter", 0
+                continue
+            # Beyond Knative, in the dead-letter stage: a dead-letter sink that fails is tried again, never
+            # given up; the event stays in Kafka meanwhile.
+            await self._park(trigger, event, attempts, stage, time.time() + step.wait)
             return
-        if is_retryable(result.last.status) and attempts <= trigger.delivery.retry:
-            due = time.time() + backoff_seconds(trigger.delivery, attempts)
-            await self._park(trigger, event, attempts, "subscriber", due)
-            return
-        await self._dead_letter(trigger, event, result, attempts)
-
-    async def _dead_letter(self, trigger: model.Trigger, event: CloudEvent, result: Result, attempts: int) -> None:
-        sink = trigger.delivery.dead_letter_sink
-        if sink is None:
-            self.dispatcher.record(trigger, event, "failed", result.last.status)
-            log.warning("event %s to trigger %s failed after %d attempts (last status %s) and has no dead-letter "
-                        "sink: dropped", event.id, trigger.key, attempts, result.last.status)
-            return
-        dead = dead_letter_event(event, trigger.subscriber, result.last)
-        await self._to_dead_letter_sink(trigger, dead, attempts)
-
-    async def _to_dead_letter_sink(self, trigger: model.Trigger, dead: CloudEvent, attempts: int) -> None:
-        sink = trigger.delivery.dead_letter_sink
-        assert sink is not None
-        in_place = trigger.delivery.model_copy(update={
-            "retry": min(trigger.delivery.retry, self.limits.in_place_retries), "dead_letter_sink": None})
-        result = await deliver(self.sender, dead, sink, in_place, headers={"kn-namespace": trigger.namespace})
-        if result.outcome is Outcome.DELIVERED:
-            self.dispatcher.record(trigger, dead, "dead_lettered", result.last.status)
-            return
-        # Beyond Knative: a dead-letter sink that fails does not lose the event; it is tried again later.
-        wait = min(backoff_seconds(trigger.delivery, attempts), DEAD_LETTER_RETRY_CAP)
-        await self._park(trigger, dead, attempts + 1, "dead-letter", time.time() + wait)
 
     def retry_topic(self, trigger: model.Trigger) -> str:
         ident = trigger.uid or f"{trigger.namespace}.{trigger.name}"
@@ -337,12 +323,8 @@ class KafkaBroker:
         wait = int(meta.get(H_NOT_BEFORE, "0")) / 1000 - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        if meta.get(H_STAGE) == "dead-letter":
-            await self._to_dead_letter_sink(trigger, event, attempts)
-            return
-        one_try = trigger.delivery.model_copy(update={"retry": 0, "dead_letter_sink": None})
-        result = await self.dispatcher.dispatch(trigger, event, one_try)
-        await self._after(trigger, event, result, attempts_before=attempts)
+        stage: Stage = "dead-letter" if meta.get(H_STAGE) == "dead-letter" else "subscriber"
+        await self._advance(trigger, event, stage, attempts)
 
     def _ordered_handler(self, trigger_key: str) -> Any:
         async def handle(record: Any) -> None:
@@ -350,16 +332,11 @@ class KafkaBroker:
             event = self._parse(record)
             if compiled is None or event is None or not compiled.predicate(event.attributes):
                 return
-            trigger = compiled.spec
-            attempt = 0
-            while True:
-                result = await self.dispatcher.dispatch(trigger, event)
-                if result.outcome is not Outcome.FAILED or trigger.delivery.dead_letter_sink is None:
-                    self.dispatcher.record(trigger, event, result.outcome.value, result.last.status)
-                    return
-                # The dead-letter sink failed: hold the partition (ordering) and try again, never skip.
-                attempt += 1
-                await asyncio.sleep(min(backoff_seconds(trigger.delivery, attempt), DEAD_LETTER_RETRY_CAP))
+            # In place, one record at a time (ordering); a failing dead-letter sink holds the partition
+            # rather than letting the event be skipped.
+            result = await self.dispatcher.dispatch(compiled.spec, event, exhausted="keep-dead-letters",
+                                                    kept_wait_max=DEAD_LETTER_RETRY_CAP)
+            self.dispatcher.record(compiled.spec, event, result.outcome.value, result.last.status)
 
         return handle
 

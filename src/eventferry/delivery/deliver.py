@@ -1,4 +1,7 @@
-"""Delivery of one event to one destination, with Knative's retry, dead-letter and reply semantics."""
+"""Delivery of one event to one destination, with Knative's retry, dead-letter and reply semantics.
+
+``attempt_once`` makes one attempt; ``deliver`` runs attempts in process as ``next_step`` decides.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from eventferry.contract.model import Delivery
-from eventferry.delivery.policy import is_retryable, next_wait
 from eventferry.delivery.sender import MAX_RESPONSE_BYTES, Attempt, Sender
+from eventferry.delivery.steps import KEPT_WAIT_MAX, DeadLetter, Delivered, Drop, Exhausted, Stage, next_step
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.http import claims_cloudevent, from_http
 
@@ -40,53 +43,66 @@ class ReplyRejected(Exception):
     """A reply could not be stored; the message says why."""
 
 
+# Waits between attempts; the adapters' raises when they stop, which abandons the delivery.
+Pause = Callable[[float], Awaitable[None]]
+
+
 async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, *,
                   headers: dict[str, str] | None = None, on_reply: ReplyHandler | None = None,
-                  on_retry: RetryObserver | None = None, replies: bool = True) -> Result:
-    """Sends ``event`` to ``url``; on failure retries, then tries the dead-letter sink with the same policy.
+                  on_retry: RetryObserver | None = None, replies: bool = True, stage: Stage = "subscriber",
+                  exhausted: Exhausted = "drop", kept_wait_max: float = KEPT_WAIT_MAX,
+                  pause: Pause = asyncio.sleep) -> Result:
+    """Sends ``event`` to ``url`` as ``next_step`` decides: retries, then the dead-letter sink with the same
+    policy; what happens once both are spent is ``exhausted`` (see ``eventferry.delivery.steps``).
 
+    ``stage="dead-letter"``: ``event`` is a dead letter already and ``url`` the dead-letter sink.
     ``replies=False`` reads no reply from a 2xx answer (any 2xx is a success), as Knative's source
     adapters do: they send events, they do not request them.
     """
-    result = await _attempts(sender, event, url, delivery, headers, on_reply, on_retry, replies)
-    if result.outcome is Outcome.DELIVERED or delivery.dead_letter_sink is None:
-        return result
-    dead = dead_letter_event(event, url, result.last)
-    dls = await _attempts(sender, dead, delivery.dead_letter_sink, delivery, headers, None, on_retry, replies)
-    if dls.outcome is Outcome.DELIVERED:
-        return Result(Outcome.DEAD_LETTERED, result.attempts + dls.attempts, result.last)
-    return Result(Outcome.FAILED, result.attempts + dls.attempts, dls.last)
-
-
-async def _attempts(sender: Sender, event: CloudEvent, url: str, delivery: Delivery,
-                    headers: dict[str, str] | None, on_reply: ReplyHandler | None,
-                    on_retry: RetryObserver | None, replies: bool = True) -> Result:
-    structured = delivery.format == "json"
-    attempts = 0
+    current, target = event, url
+    attempts = total = 0
+    subscriber_answer: Attempt | None = None  # the subscriber's last answer, which a dead letter reports
     while True:
         attempts += 1
-        attempt = await sender.send(url, event, timeout=delivery.timeout, structured=structured, headers=headers)
-        reply: CloudEvent | None = None
-        if attempt.ok and not replies:
-            return Result(Outcome.DELIVERED, attempts, attempt)
-        if attempt.ok:
-            try:
-                reply = _reply_of(attempt)
-                if reply is not None and on_reply is not None:
-                    await on_reply(reply)
-                return Result(Outcome.DELIVERED, attempts, attempt, reply)
-            except (InvalidEvent, ReplyRejected) as error:
-                # Knative answers 502 for a malformed reply; a reply we cannot store fails the delivery too.
-                attempt = Attempt(502, attempt.body, attempt.headers, f"reply not accepted: {error}")
-            except Exception as error:  # a fault while handling the reply fails this attempt only
-                attempt = Attempt(502, attempt.body, attempt.headers,
-                                  f"reply not handled: {type(error).__name__}: {error}")
-        if not is_retryable(attempt.status) or attempts > delivery.retry:
-            return Result(Outcome.FAILED, attempts, attempt)
-        wait = next_wait(delivery, attempts, attempt.status, attempt.headers.get("retry-after"))
+        total += 1
+        attempt, reply = await attempt_once(sender, current, target, delivery, headers=headers, replies=replies,
+                                            on_reply=on_reply if stage == "subscriber" else None)
+        step = next_step(attempt, attempts, delivery, stage, exhausted, kept_wait_max)
+        if isinstance(step, Delivered):
+            if step.stage == "subscriber":
+                return Result(Outcome.DELIVERED, total, attempt, reply)
+            return Result(Outcome.DEAD_LETTERED, total, subscriber_answer or attempt)
+        if isinstance(step, Drop):
+            return Result(Outcome.FAILED, total, attempt)
+        if isinstance(step, DeadLetter):
+            assert delivery.dead_letter_sink is not None
+            subscriber_answer = attempt
+            current, target, stage, attempts = dead_letter_event(event, url, attempt), delivery.dead_letter_sink, \
+                "dead-letter", 0
+            continue
         if on_retry is not None:
-            on_retry(attempt, attempts, wait)
-        await asyncio.sleep(wait)
+            on_retry(attempt, attempts, step.wait)
+        await pause(step.wait)
+
+
+async def attempt_once(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, *,
+                       headers: dict[str, str] | None = None, on_reply: ReplyHandler | None = None,
+                       replies: bool = True) -> tuple[Attempt, CloudEvent | None]:
+    """One attempt, its reply read and stored: a bad reply, or one that cannot be stored, fails it as a 502."""
+    attempt = await sender.send(url, event, timeout=delivery.timeout, structured=delivery.format == "json",
+                                headers=headers)
+    if not attempt.ok or not replies:
+        return attempt, None
+    try:
+        reply = _reply_of(attempt)
+        if reply is not None and on_reply is not None:
+            await on_reply(reply)
+        return attempt, reply
+    except (InvalidEvent, ReplyRejected) as error:
+        # Knative answers 502 for a malformed reply; a reply we cannot store fails the delivery too.
+        return Attempt(502, attempt.body, attempt.headers, f"reply not accepted: {error}"), None
+    except Exception as error:  # a fault while handling the reply fails this attempt only
+        return Attempt(502, attempt.body, attempt.headers, f"reply not handled: {type(error).__name__}: {error}"), None
 
 
 def _reply_of(attempt: Attempt) -> CloudEvent | None:
