@@ -19,6 +19,8 @@ echo "[test] ruff"
 .venv/bin/ruff check src tests benchmarks
 echo "[test] mypy (strict on src/)"
 .venv/bin/mypy
+echo "[test] import contracts (pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports --no-cache
 
 echo "[test] pytest"
 exec .venv/bin/pytest "$@"

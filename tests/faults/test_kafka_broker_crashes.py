@@ -22,6 +22,7 @@ from eventferry.dataplane.kafka import KafkaLimits
 from tests.env.ports import free_port
 from tests.env.servers import Kafka
 from tests.faults.support import SenderReport, first_deliveries_in_order, rss_mib, send_at_least_once
+from tests.support import manifests
 from tests.support.processes import kill, start_eventferry
 from tests.support.subscriber import Answer, Received, Subscriber
 
@@ -33,37 +34,10 @@ FLAKY_DOWN = (20.0, 28.0)  # seconds into the stream during which the flaky subs
 
 
 def manifest(name: str, kafka: Kafka, sub: str) -> str:
-    def trigger(trigger_name: str, path: str, delivery: str, ordered: bool = False) -> str:
-        annotations = "\n  annotations: {eventferry.dev/delivery.order: ordered}" if ordered else ""
-        return f"""---
-apiVersion: eventferry.dev/v1alpha1
-kind: Trigger
-metadata:
-  name: {trigger_name}{annotations}
-spec:
-  broker: {name}
-  subscriber: {{uri: "{sub}/{path}"}}
-  delivery: {delivery}
-"""
-
-    return f"""apiVersion: v1
-kind: ConfigMap
-metadata: {{name: {name}-config}}
-data:
-  bootstrap.servers: "{kafka.bootstrap}"
-  default.topic.partitions: "4"
-  default.topic.replication.factor: "1"
----
-apiVersion: eventferry.dev/v1alpha1
-kind: Broker
-metadata:
-  name: {name}
-  annotations: {{eventferry.dev/broker.class: Kafka}}
-spec:
-  config: {{apiVersion: v1, kind: ConfigMap, name: {name}-config}}
-""" + trigger("healthy", "h", "{retry: 5, backoffDelay: PT0.1S}") \
-    + trigger("flaky", "f", "{retry: 40, backoffPolicy: linear, backoffDelay: PT0.5S}") \
-    + trigger("ordered", "o", "{retry: 10, backoffDelay: PT0.1S}", ordered=True)
+    return manifests.broker(name, "Kafka", kafka.bootstrap, partitions=4) \
+        + manifests.trigger("healthy", name, f"{sub}/h", "{retry: 5, backoffDelay: PT0.1S}") \
+        + manifests.trigger("flaky", name, f"{sub}/f", "{retry: 40, backoffPolicy: linear, backoffDelay: PT0.5S}") \
+        + manifests.trigger("ordered", name, f"{sub}/o", "{retry: 10, backoffDelay: PT0.1S}", ordered=True)
 
 
 async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> float:

@@ -15,6 +15,7 @@ import pytest
 from eventferry.commands.crds import render
 from tests.env.servers import Kafka, KubeAPI
 from tests.faults.support import SenderReport, send_at_least_once
+from tests.support import manifests
 from tests.support.cluster import SYSTEM, Cluster, condition_of, contract_trigger, dataplane_routes, manifest, trigger
 from tests.support.processes import kill, start_eventferry, wait_ready
 from tests.support.subscriber import Subscriber
@@ -36,27 +37,8 @@ async def test_kafka_restarted_under_load_loses_no_acknowledged_event(own_kafka:
     name = f"restart{uuid.uuid4().hex[:6]}"
     sub = await Subscriber().start()
     path = tmp_path / "broker.yaml"
-    path.write_text(f"""apiVersion: v1
-kind: ConfigMap
-metadata: {{name: {name}-config}}
-data: {{bootstrap.servers: "{own_kafka.bootstrap}", default.topic.partitions: "3"}}
----
-apiVersion: eventferry.dev/v1alpha1
-kind: Broker
-metadata:
-  name: {name}
-  annotations: {{eventferry.dev/broker.class: Kafka}}
-spec:
-  config: {{apiVersion: v1, kind: ConfigMap, name: {name}-config}}
----
-apiVersion: eventferry.dev/v1alpha1
-kind: Trigger
-metadata: {{name: all}}
-spec:
-  broker: {name}
-  subscriber: {{uri: "{sub.url}/s"}}
-  delivery: {{retry: 20, backoffDelay: PT0.2S}}
-""")
+    path.write_text(manifests.broker(name, "Kafka", own_kafka.bootstrap)
+                    + manifests.trigger("all", name, f"{sub.url}/s", "{retry: 20, backoffDelay: PT0.2S}"))
     port = free_port()
     proc = start_eventferry(["run", "-f", str(path), "--port", str(port)], tmp_path / "run.log")
     report = SenderReport()

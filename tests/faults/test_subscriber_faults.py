@@ -16,6 +16,7 @@ from eventferry.dataplane.dataplane import DataPlaneSettings
 from tests.env.ports import free_port
 from tests.env.servers import Kafka
 from tests.faults.support import SenderReport, send_at_least_once
+from tests.support import manifests
 from tests.support.broker import start_broker
 from tests.support.subscriber import Answer, Received, Subscriber
 
@@ -28,37 +29,11 @@ DLS_DOWN_UNTIL = 10.0  # the dead-letter sink answers 503 until here (shorter th
 # after the first events that exhaust theirs, so none is lost; a longer outage would drop, counted)
 
 
-def manifests(name: str, broker_class: str, kafka: Kafka | None, subscriber: str, dls: str) -> str:
-    config = ""
-    if broker_class == "Kafka":
-        assert kafka is not None
-        config = f"""apiVersion: v1
-kind: ConfigMap
-metadata: {{name: faults-config}}
-data: {{bootstrap.servers: "{kafka.bootstrap}", default.topic.partitions: "2"}}
----
-"""
-    spec = "  config: {apiVersion: v1, kind: ConfigMap, name: faults-config}\n" if kafka else "  {}\n"
-    return config + f"""apiVersion: eventferry.dev/v1alpha1
-kind: Broker
-metadata:
-  name: {name}
-  annotations: {{eventferry.dev/broker.class: {broker_class}}}
-spec:
-{spec}---
-apiVersion: eventferry.dev/v1alpha1
-kind: Trigger
-metadata: {{name: fragile}}
-spec:
-  broker: {name}
-  subscriber: {{uri: "{subscriber}/s"}}
-  delivery:
-    retry: 5
-    backoffPolicy: linear
-    backoffDelay: PT0.5S
-    timeout: PT1S
-    deadLetterSink: {{uri: "{dls}/dls"}}
-"""
+def broker_manifests(name: str, broker_class: str, kafka: Kafka | None, subscriber: str, dls: str) -> str:
+    delivery = ('{retry: 5, backoffPolicy: linear, backoffDelay: PT0.5S, timeout: PT1S, '
+                f'deadLetterSink: {{uri: "{dls}/dls"}}}}')
+    return manifests.broker(name, broker_class, kafka.bootstrap if kafka else None, partitions=2) \
+        + manifests.trigger("fragile", name, f"{subscriber}/s", delivery)
 
 
 @pytest.mark.timeout(300)
@@ -88,8 +63,9 @@ async def test_every_event_ends_delivered_or_dead_lettered(broker_class: str, re
     subscriber = Subscriber(subscriber_script)
     settings = DataPlaneSettings(kafka_bootstrap_servers=[kafka.bootstrap] if kafka else None)
     name = f"faults-{uuid.uuid4().hex[:6]}"
-    running = await start_broker(tmp_path, manifests(name, broker_class, kafka, f"http://127.0.0.1:{subscriber_port}",
-                                                     dls.url), settings=settings)
+    subscriber_url = f"http://127.0.0.1:{subscriber_port}"
+    running = await start_broker(tmp_path, broker_manifests(name, broker_class, kafka, subscriber_url,
+                                                            dls.url), settings=settings)
     report = SenderReport()
     try:
         async def start_subscriber_later() -> None:

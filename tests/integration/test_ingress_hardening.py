@@ -18,6 +18,7 @@ import pytest
 from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings
 from eventferry.dataplane.server import Server
 from eventferry.events.http import BATCH, STRUCTURED
+from tests.support import manifests
 from tests.support.broker import RunningBroker, start_broker
 from tests.support.rawhttp import read_answer, request_head, send_raw
 from tests.support.subscriber import Answer, Subscriber
@@ -25,19 +26,10 @@ from tests.support.subscriber import Answer, Subscriber
 pytestmark = pytest.mark.integration
 
 LIMIT = 8 * 1024 * 1024
-MANIFESTS = """
-apiVersion: eventferry.dev/v1alpha1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventferry.dev/v1alpha1
-kind: Trigger
-metadata: {{name: all-events}}
-spec:
-  broker: default
-  subscriber: {{uri: "{url}/all"}}
-  delivery: {{retry: 1, backoffDelay: PT0.05S}}
-"""
+
+
+def one_trigger(url: str, delivery: str = "{retry: 1, backoffDelay: PT0.05S}") -> str:
+    return manifests.broker() + manifests.trigger("all-events", "default", f"{url}/all", delivery)
 
 
 def binary_headers(event_id: str = "e1", **extra: bytes) -> list[tuple[bytes, bytes]]:
@@ -56,7 +48,7 @@ async def subscriber() -> AsyncIterator[Subscriber]:
 @pytest.fixture
 async def broker(tmp_path: Path, subscriber: Subscriber) -> AsyncIterator[RunningBroker]:
     settings = DataPlaneSettings(max_event_bytes=LIMIT, body_timeout=1.5, idle_timeout=1.0, max_event_types=5)
-    running = await start_broker(tmp_path, MANIFESTS.format(url=subscriber.url), settings=settings)
+    running = await start_broker(tmp_path, one_trigger(subscriber.url), settings=settings)
     yield running
     await running.stop()
 
@@ -144,7 +136,7 @@ async def test_a_large_reply_reenters_the_broker_whole(tmp_path: Path) -> None:
                             "ce-type": "com.example.answer", "content-type": "application/octet-stream"}, reply_data)
 
     replies = await Subscriber(script).start()
-    running = await start_broker(tmp_path, MANIFESTS.format(url=replies.url))
+    running = await start_broker(tmp_path, one_trigger(replies.url))
     try:
         async with aiohttp.ClientSession() as session, session.post(
                 running.url(), headers={"ce-specversion": "1.0", "ce-id": "ask", "ce-source": "/t",
@@ -285,8 +277,8 @@ async def test_a_delivery_that_raises_is_retried_then_dead_lettered(tmp_path: Pa
 
     monkeypatch.setattr(sender_module, "to_binary", failing_to_binary)
     subscriber, dls = await Subscriber().start(), await Subscriber().start()
-    running = await start_broker(tmp_path, MANIFESTS.format(url=subscriber.url).replace(
-        "backoffDelay: PT0.05S}", f'backoffDelay: PT0.05S, deadLetterSink: {{uri: "{dls.url}/dls"}}}}'))
+    running = await start_broker(tmp_path, one_trigger(
+        subscriber.url, f'{{retry: 1, backoffDelay: PT0.05S, deadLetterSink: {{uri: "{dls.url}/dls"}}}}'))
     try:
         async with aiohttp.ClientSession() as session:
             for event_id in ("boom", "fine"):

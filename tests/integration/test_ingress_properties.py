@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from eventferry.dataplane.dataplane import DataPlaneSettings
 from eventferry.events import CloudEvent
 from eventferry.events.http import BATCH, to_binary, to_json_object, to_structured
+from tests.support import manifests
 from tests.support.broker import RunningBroker, start_broker
 from tests.support.rawhttp import send_raw
 from tests.support.subscriber import Subscriber
@@ -28,18 +29,6 @@ pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 _ids = itertools.count()  # hypothesis replays examples: each send gets an id of its own
-MANIFESTS = """
-apiVersion: eventferry.dev/v1alpha1
-kind: Broker
-metadata: {{name: default}}
----
-apiVersion: eventferry.dev/v1alpha1
-kind: Trigger
-metadata: {{name: all-events}}
-spec:
-  broker: default
-  subscriber: {{uri: "{url}/all"}}
-"""
 
 
 class Live:
@@ -51,7 +40,7 @@ class Live:
         self.thread.start()
         self.subscriber: Subscriber = self.run(Subscriber().start())
         self.broker: RunningBroker = self.run(start_broker(
-            tmp_path, MANIFESTS.format(url=self.subscriber.url),
+            tmp_path, manifests.broker() + manifests.trigger("all-events", "default", f"{self.subscriber.url}/all"),
             settings=DataPlaneSettings(max_event_bytes=16 * 1024 * 1024, body_timeout=5)))
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
@@ -60,8 +49,17 @@ class Live:
     def close(self) -> None:
         self.run(self.broker.stop())
         self.run(self.subscriber.stop())
+
+        async def cancel_the_rest() -> None:
+            rest = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        self.run(cancel_the_rest())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 @pytest.fixture(scope="module")
