@@ -12,7 +12,7 @@ from typing import Any
 
 from eventferry.apis.broker import BROKER_CLASS_ANNOTATION, Broker, broker_class_cel
 from eventferry.apis.kafkasource import KafkaSource
-from eventferry.apis.meta import GROUP, VERSION, Resource
+from eventferry.apis.meta import GROUP, PLURALS, VERSION, Resource
 from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.apis.structural import structural_schema
 from eventferry.apis.trigger import Trigger
@@ -46,16 +46,16 @@ class _Kind:
 
 
 KINDS = (
-    _Kind(Broker, "brokers", ["efbroker"], [{"name": "URL", "type": "string", "jsonPath": ".status.address.url"},
-                                            _AGE, *_READY_COLUMNS]),
-    _Kind(Trigger, "triggers", ["eftrigger"], [
+    _Kind(Broker, PLURALS["Broker"], ["efbroker"], [
+        {"name": "URL", "type": "string", "jsonPath": ".status.address.url"}, _AGE, *_READY_COLUMNS]),
+    _Kind(Trigger, PLURALS["Trigger"], ["eftrigger"], [
         {"name": "Broker", "type": "string", "jsonPath": ".spec.broker"},
         {"name": "Subscriber_URI", "type": "string", "jsonPath": ".status.subscriberUri"},
         _AGE, *_READY_COLUMNS]),
-    _Kind(KafkaSource, "kafkasources", ["efkafkasource"], [
+    _Kind(KafkaSource, PLURALS["KafkaSource"], ["efkafkasource"], [
         {"name": "Topics", "type": "string", "jsonPath": ".spec.topics", "priority": 1},
         _SINK, _AGE, *_READY_COLUMNS], categories=["all", "eventing", "sources"], scalable=True),
-    _Kind(RocketMQSource, "rocketmqsources", ["efrocketmqsource"], [
+    _Kind(RocketMQSource, PLURALS["RocketMQSource"], ["efrocketmqsource"], [
         {"name": "Topic", "type": "string", "jsonPath": ".spec.topic", "priority": 1},
         _SINK, _AGE, *_READY_COLUMNS], categories=["all", "eventing", "sources"], scalable=True),
 )

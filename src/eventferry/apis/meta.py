@@ -10,6 +10,9 @@ from pydantic.alias_generators import to_camel
 GROUP = "eventferry.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# The resource name of each kind in the API (CRDs, RBAC, watches, status writes).
+PLURALS = {"Broker": "brokers", "Trigger": "triggers", "KafkaSource": "kafkasources",
+           "RocketMQSource": "rocketmqsources"}
 
 
 def cel(rule: str, message: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from eventferry.apis.duration import parse_duration
 from eventferry.apis.trigger import SubscriptionsAPIFilter, Trigger
 from eventferry.cesql import CESQLParseError, compile_expression
 from eventferry.contract import model
+from eventferry.contract.kafka_names import broker_topic
 from eventferry.contract.resolve import Resolver, Unresolvable
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -46,10 +47,6 @@ class Compiled:
             if (problem.kind, problem.namespace, problem.name) == (kind, namespace, name):
                 return problem
         return None
-
-
-def kafka_topic(namespace: str, name: str) -> str:
-    return f"knative-broker-{namespace}-{name}"
 
 
 def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], resolver: Resolver, *,
@@ -122,7 +119,7 @@ def _kafka_settings(broker: Broker, namespace: str, config_maps: Mapping[tuple[s
         replication = int(data.get(REPLICATION_KEY, DEFAULT_REPLICATION))
     except ValueError as error:
         raise ValueError(f"invalid Kafka topic settings in the broker config: {error}") from None
-    return model.KafkaSettings(bootstrap_servers=servers, topic=kafka_topic(namespace, broker.metadata.name),
+    return model.KafkaSettings(bootstrap_servers=servers, topic=broker_topic(namespace, broker.metadata.name),
                                partitions=partitions, replication_factor=replication)
 
 

@@ -14,9 +14,9 @@ import yaml
 from pydantic import ValidationError
 
 from eventferry.apis.broker import Broker
+from eventferry.apis.meta import GROUP
 from eventferry.apis.trigger import Trigger
 
-GROUP = "eventferry.dev"
 SUFFIXES = (".yaml", ".yml", ".json")
 
 

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from eventferry.apis.broker import KAFKA, Broker
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import Destination
-from eventferry.apis.meta import Resource
+from eventferry.apis.meta import API_VERSION, Resource
 from eventferry.apis.trigger import Trigger
 from eventferry.contract.compile import compile_contract
 from eventferry.contract.model import Contract, KafkaSettings
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-API = "eventferry.dev/v1alpha1"
 RESYNC_SECONDS = 300.0  # statuses are compared with the cluster again, in case someone else wrote them
 M = TypeVar("M", bound=Resource)
 
@@ -290,7 +289,7 @@ class ContractReconciler:
         metadata = body["metadata"]
         uid = metadata.get("uid")
         if not same_status(body.get("status"), status) and self._written.get(uid) != status:
-            path = resource_path(API, plural, metadata.get("namespace"), metadata["name"], "status")
+            path = resource_path(API_VERSION, plural, metadata.get("namespace"), metadata["name"], "status")
             async with limit:
                 try:
                     await self.ctx.api.merge_patch(path, {"status": status})

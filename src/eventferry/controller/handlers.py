@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 
 from eventferry.apis.broker import KAFKA, Broker
+from eventferry.apis.meta import GROUP, PLURALS, VERSION
 from eventferry.controller import topics
 from eventferry.controller.config import OperatorConfig
 from eventferry.controller.context import Context
@@ -35,10 +36,9 @@ from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, SOURCE_KIND_L
 
 log = logging.getLogger(__name__)
 
-GROUP, VERSION = "eventferry.dev", "v1alpha1"
 FINALIZER = "eventferry.dev/kafka-topics"
 TOPIC_DELETE_ATTEMPTS = 6
-SOURCE_PLURALS = {"KafkaSource": "kafkasources", "RocketMQSource": "rocketmqsources"}
+SOURCE_PLURALS = {kind: PLURALS[kind] for kind in ("KafkaSource", "RocketMQSource")}
 
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:

@@ -17,11 +17,12 @@ from pydantic import ValidationError
 
 from eventferry.apis.duck import SecretKeySelector
 from eventferry.apis.kafkasource import KafkaSource
+from eventferry.apis.meta import API_VERSION, PLURALS
 from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.model import Delivery
 from eventferry.contract.resolve import Unresolvable
-from eventferry.controller.contracts import API, resolve
+from eventferry.controller.contracts import resolve
 from eventferry.controller.kube import ApiError, resource_path
 from eventferry.controller.views import slim
 from eventferry.resources.adapter import (
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 MODELS: dict[str, type[KafkaSource] | type[RocketMQSource]] = {
     "KafkaSource": KafkaSource, "RocketMQSource": RocketMQSource}
-PLURALS = {"KafkaSource": "kafkasources", "RocketMQSource": "rocketmqsources"}
 
 
 class SourceReconciler:
@@ -132,7 +132,8 @@ class SourceReconciler:
         metadata = body["metadata"]
         status = source_status(facts, body.get("status"), metadata.get("generation"), now_rfc3339())
         if not same_status(body.get("status"), status):
-            path = resource_path(API, PLURALS[body["kind"]], metadata.get("namespace"), metadata["name"], "status")
+            path = resource_path(API_VERSION, PLURALS[body["kind"]], metadata.get("namespace"), metadata["name"],
+                                 "status")
             try:
                 await self.ctx.api.merge_patch(path, {"status": status})
             except ApiError as error:

@@ -9,6 +9,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from eventferry.contract.kafka_names import retry_topic_pattern
 from eventferry.contract.model import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ async def ensure_topic(settings: KafkaSettings) -> bool:
 
 def broker_topics(topic: str, existing: set[str]) -> list[str]:
     """The Broker's topic and its Triggers' retry topics (``<topic>.retry.<trigger>``) among ``existing``."""
-    retry = re.compile(re.escape(topic) + r"\.retry\..+")
+    retry = re.compile(retry_topic_pattern(topic))
     return sorted(t for t in existing if t == topic or retry.fullmatch(t))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from eventferry.contract import model
+from eventferry.contract.kafka_names import broker_topic, group_prefix, retry_topic, retry_topic_pattern, topic_safe
 from eventferry.dataplane.dispatch import CompiledTrigger, Dispatcher, Unavailable, compile_trigger
 from eventferry.dataplane.filters import TriggerIndex
 from eventferry.dataplane.metrics import BrokerMetrics
@@ -59,14 +59,6 @@ class KafkaLimits:
     session_timeout_ms: int = 10_000  # how long a replica that died and did not come back holds its partitions
 
 
-def default_topic(namespace: str, name: str) -> str:
-    return f"knative-broker-{namespace}-{name}"
-
-
-def _topic_safe(text: str) -> str:
-    return re.sub(r"[^a-zA-Z0-9._-]", "-", text)
-
-
 class KafkaBroker:
     def __init__(self, spec: model.Broker, sender: Sender, metrics: BrokerMetrics,
                  default_bootstrap: list[str] | None = None, limits: KafkaLimits | None = None,
@@ -77,7 +69,7 @@ class KafkaBroker:
                 raise ValueError(f"Kafka broker {spec.key} names no bootstrap servers: set them in the broker's "
                                  "config or give the data plane a default (--kafka-bootstrap-servers)")
             settings = model.KafkaSettings(bootstrap_servers=default_bootstrap,
-                                           topic=default_topic(spec.namespace, spec.name))
+                                           topic=broker_topic(spec.namespace, spec.name))
         self.settings = settings
         self.consume = consume  # False on ingress-only replicas
         self.instance_id = instance_id  # this replica's static group membership id, stable across restarts
@@ -86,7 +78,7 @@ class KafkaBroker:
         self.sender = sender
         self.metrics = metrics
         self.dispatcher = Dispatcher(spec, sender, metrics, self.ingest)
-        self.group_prefix = f"eventferry-{_topic_safe(spec.namespace)}-{_topic_safe(spec.name)}"
+        self.group_prefix = group_prefix(spec.namespace, spec.name)
         self._producer: AIOKafkaProducer | None = None
         self._index: TriggerIndex[CompiledTrigger] = TriggerIndex()
         self._triggers: dict[str, CompiledTrigger] = {}
@@ -115,7 +107,7 @@ class KafkaBroker:
             return
         self._start_loop("main", {"topics": [self.settings.topic]}, self._handle_main, ordered=False,
                          offset_reset="earliest")
-        retry_pattern = "^" + re.escape(self.settings.topic) + r"\.retry\..+"
+        retry_pattern = "^" + retry_topic_pattern(self.settings.topic) + "$"
         self._start_loop("retry", {"pattern": retry_pattern}, self._handle_retry, ordered=False,
                          offset_reset="earliest")
         self._sync_ordered_loops()
@@ -214,7 +206,7 @@ class KafkaBroker:
         for key, trigger in wanted.items():
             if key not in self._loops:
                 ident = trigger.spec.uid or f"{trigger.spec.namespace}-{trigger.spec.name}"
-                group = f"{self.group_prefix}-trigger-{_topic_safe(ident)}"
+                group = f"{self.group_prefix}-trigger-{topic_safe(ident)}"
                 # A new ordered Trigger starts at the end of the topic, as a new subscription does.
                 self._start_loop(key, {"topics": [self.settings.topic]}, self._ordered_handler(trigger.spec.key),
                                  ordered=True, offset_reset="latest", group=group)
@@ -286,8 +278,7 @@ class KafkaBroker:
             return
 
     def retry_topic(self, trigger: model.Trigger) -> str:
-        ident = trigger.uid or f"{trigger.namespace}.{trigger.name}"
-        return f"{self.settings.topic}.retry.{_topic_safe(ident)}"
+        return retry_topic(self.settings.topic, trigger.namespace, trigger.name, trigger.uid)
 
     async def _park(self, trigger: model.Trigger, event: CloudEvent, attempts: int, stage: str, due: float) -> None:
         """Stores the event in its Trigger's retry topic; returns only once Kafka acknowledged it."""
