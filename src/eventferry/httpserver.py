@@ -1,16 +1,19 @@
 """Starting an aiohttp application on a host and port, and learning the port when 0 asked for a free one.
 
-Shared by the data plane, the operator's probes and the adapters' probes. Every server closes
+Shared by the data plane, the operator and the adapters, with the probes (``/healthz``, ``/readyz``,
+``/metrics``) they all serve. Every server closes
 connections that stay idle (or never finish their headers) after ``idle_timeout`` seconds, and
 answers headers past aiohttp's limits with 431 rather than a bare 400.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 DEFAULT_IDLE_TIMEOUT = 60.0
 MAX_HEADERS = 128  # header lines per request
@@ -60,3 +63,43 @@ async def start_site(app: web.Application, host: str, port: int, backlog: int = 
     await site.start()
     sockets = getattr(site._server, "sockets", None) or []
     return runner, site, (sockets[0].getsockname()[1] if sockets else port)
+
+
+# A probe's verdict: (passing, the text of the answer). Passing answers 200, failing 503.
+Probe = Callable[[], tuple[bool, str]]
+
+
+def probe_routes(registry: CollectorRegistry, alive: Probe, ready: Probe) -> list[web.RouteDef]:
+    """``/healthz``, ``/readyz`` and ``/metrics``: the probes every component serves, the same way."""
+
+    def answer(probe: Probe) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            passing, text = probe()
+            return web.Response(status=200 if passing else 503, text=text + "\n")
+        return handle
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return [web.get("/healthz", answer(alive)), web.get("/readyz", answer(ready)), web.get("/metrics", metrics)]
+
+
+class ProbeServer:
+    """A component's own small server for its probes (the operator's and the adapters'; the data plane
+    serves the same routes beside its ingress)."""
+
+    def __init__(self, registry: CollectorRegistry, alive: Probe, ready: Probe, host: str, port: int) -> None:
+        self.routes = probe_routes(registry, alive, ready)
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_routes(self.routes)
+        self._runner, _, self.port = await start_site(app, self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -8,6 +8,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
+class ApiError(Exception):
+    """The API server answered a request with an error status (``reason`` as in its Status, when it gave one)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {reason}: {message}" if reason else f"HTTP {status}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
 @dataclass
 class ApiConnection:
     """Where the API server is and how to authenticate: enough for a few requests and one watch."""

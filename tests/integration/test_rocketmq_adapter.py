@@ -88,10 +88,10 @@ def manifest(topic: str, endpoint: str, sink: str, **spec: Any) -> dict[str, Any
 
 @contextlib.asynccontextmanager
 async def running(config: AdapterConfig, metrics: AdapterMetrics | None = None) -> AsyncIterator[None]:
-    from eventferry.adapters.health import Health
+    from eventferry.adapters.health import AdapterHealth
 
     stop = asyncio.Event()
-    health = Health()
+    health = AdapterHealth()
     task = asyncio.ensure_future(run_adapter(config, stop, metrics=metrics, health=health))
     try:
         deadline = time.monotonic() + 60

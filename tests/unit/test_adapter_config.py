@@ -214,14 +214,14 @@ def test_tls_material_becomes_the_kafka_clients_ssl_context(tmp_path: Path) -> N
     import ssl
     import subprocess
 
-    from eventferry.adapters.config import KafkaSettings, Sasl, Tls
+    from eventferry.adapters.config import KafkaSourceSettings, Sasl, Tls
     from eventferry.adapters.kafka import client_options
 
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=client",
                     "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
                    check=True, capture_output=True)
     cert, key = (tmp_path / "cert.pem").read_text(), (tmp_path / "key.pem").read_text()
-    settings = KafkaSettings(bootstrap_servers=("kafka:9093",), topics=("t",), consumer_group="g",
+    settings = KafkaSourceSettings(bootstrap_servers=("kafka:9093",), topics=("t",), consumer_group="g",
                              sasl=Sasl("SCRAM-SHA-256", "u", "p"), tls=Tls(ca_cert=cert, cert=cert, key=key))
     options = client_options(settings)
     assert options["security_protocol"] == "SASL_SSL"
@@ -237,5 +237,5 @@ def test_tls_material_becomes_the_kafka_clients_ssl_context(tmp_path: Path) -> N
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x",
                         "-keyout", str(other / "key.pem"), "-out", str(other / "cert.pem")],
                        check=True, capture_output=True)
-        client_options(KafkaSettings(bootstrap_servers=("k:1",), topics=("t",), consumer_group="g",
+        client_options(KafkaSourceSettings(bootstrap_servers=("k:1",), topics=("t",), consumer_group="g",
                                      tls=Tls(cert=cert, key=(other / "key.pem").read_text())))

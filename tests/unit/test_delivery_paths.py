@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from eventferry.contract import model
-from eventferry.dataplane.dispatch import Overloaded
+from eventferry.dataplane.admission import Overloaded
 from eventferry.dataplane.memory import InMemoryBroker, MemoryLimits
 from eventferry.dataplane.metrics import BrokerMetrics
 from eventferry.delivery import Outcome, deliver

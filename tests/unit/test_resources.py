@@ -44,9 +44,9 @@ from eventferry.resources.readiness import (
 )
 from eventferry.resources.status import (
     BrokerFacts,
-    Problem,
     Resolution,
     SourceFacts,
+    StatusProblem,
     TriggerFacts,
     broker_ready,
     broker_status,
@@ -421,7 +421,7 @@ def test_broker_status_ready_and_addressable() -> None:
 
 
 def test_broker_status_of_an_unknown_class_has_no_address() -> None:
-    facts = BrokerFacts(address=None, problem=Problem("UnknownBrokerClass", "unknown broker class 'Nats'"))
+    facts = BrokerFacts(address=None, problem=StatusProblem("UnknownBrokerClass", "unknown broker class 'Nats'"))
     status = broker_status(facts, None, 1, NOW)
     assert status["address"] is None  # a merge patch removes an address written before
     assert conditions(status)["Ready"] == ("False", "UnknownBrokerClass")
@@ -465,7 +465,7 @@ def test_trigger_status_of_its_failures() -> None:
     assert conditions(no_service)["Ready"] == ("False", "ServiceNotFound")
     assert conditions(no_service)["SubscriberResolved"] == ("False", "ServiceNotFound")
     assert no_service["subscriberUri"] is None
-    bad_filter = trigger_status(trigger_facts(problem=Problem("InvalidFilter", "cesql: line 1, column 7: ...")),
+    bad_filter = trigger_status(trigger_facts(problem=StatusProblem("InvalidFilter", "cesql: line 1, column 7: ...")),
                                 None, 1, NOW)
     assert conditions(bad_filter)["Ready"] == ("False", "InvalidFilter")
     assert "line 1, column 7" in bad_filter["conditions"][0]["message"]
@@ -502,7 +502,7 @@ def test_source_status() -> None:
     assert (status["sinkUri"], status["consumers"], status["selector"]) == (SINK, 3, "a=b")
     assert status["observedGeneration"] == 4
     missing = source_status(SourceFacts(Resolution(SINK), deployed(None),
-                                        Problem("SecretNotFound", "Secret live/x does not exist")), None, 4, NOW)
+                                        StatusProblem("SecretNotFound", "Secret live/x does not exist")), None, 4, NOW)
     assert conditions(missing)["Ready"] == ("False", "SecretNotFound")
     assert conditions(missing)["Deployed"] == ("False", "SecretNotFound")
     no_sink = source_status(SourceFacts(Resolution.failed("BrokerNotAddressable", "m"), deployed(None)), None, 4, NOW)

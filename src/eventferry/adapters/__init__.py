@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from eventferry.adapters.config import AdapterConfig, ConfigError, config_from_manifest, parse_env
 
 if TYPE_CHECKING:
-    from eventferry.adapters.health import Health
+    from eventferry.adapters.health import AdapterHealth
     from eventferry.adapters.metrics import AdapterMetrics
 
 __all__ = ["AdapterConfig", "ConfigError", "config_from_manifest", "parse_env", "run_adapter",
@@ -28,21 +28,21 @@ __all__ = ["AdapterConfig", "ConfigError", "config_from_manifest", "parse_env", 
 
 
 async def run_kafka_adapter(config: AdapterConfig, stop: asyncio.Event, *, metrics: AdapterMetrics | None = None,
-                            health: Health | None = None) -> None:
+                            health: AdapterHealth | None = None) -> None:
     from eventferry.adapters.kafka import run_kafka_adapter as run
 
     await run(config, stop, metrics=metrics, health=health)
 
 
 async def run_rocketmq_adapter(config: AdapterConfig, stop: asyncio.Event, *, metrics: AdapterMetrics | None = None,
-                               health: Health | None = None) -> None:
+                               health: AdapterHealth | None = None) -> None:
     from eventferry.adapters.rocketmq import run_rocketmq_adapter as run
 
     await run(config, stop, metrics=metrics, health=health)
 
 
 async def run_adapter(config: AdapterConfig, stop: asyncio.Event, *, metrics: AdapterMetrics | None = None,
-                      health: Health | None = None) -> None:
+                      health: AdapterHealth | None = None) -> None:
     """Runs the adapter of ``config.kind`` until ``stop`` is set; raises core.AdapterError on a fatal failure."""
     if config.kind == "kafka":
         await run_kafka_adapter(config, stop, metrics=metrics, health=health)

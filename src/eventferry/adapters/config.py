@@ -113,7 +113,7 @@ class Tls:
 
 
 @dataclass(frozen=True)
-class KafkaSettings:
+class KafkaSourceSettings:
     bootstrap_servers: tuple[str, ...]
     topics: tuple[str, ...]
     consumer_group: str
@@ -176,7 +176,7 @@ class AdapterConfig:
     ordering: Literal["ordered", "unordered"] = "unordered"
     ce_overrides: Mapping[str, str] = field(default_factory=dict)
     metrics_port: int | None = None  # None: no /healthz, /readyz, /metrics server (hosted in-process)
-    kafka: KafkaSettings | None = None
+    kafka: KafkaSourceSettings | None = None
     rocketmq: RocketMQSettings | None = None
     limits: Limits = field(default_factory=Limits)
 
@@ -313,7 +313,8 @@ def default_delivery(spec: KafkaSourceSpec | RocketMQSourceSpec, namespace: str)
 
 # --- the settings of each kind ----------------------------------------------------------------------------
 
-def kafka_settings(spec: KafkaSourceSpec, *, key_type: str, uid: str | None, secrets: SecretLookup) -> KafkaSettings:
+def kafka_settings(spec: KafkaSourceSpec, *, key_type: str, uid: str | None,
+                   secrets: SecretLookup) -> KafkaSourceSettings:
     if key_type not in KEY_TYPES:
         raise ConfigError(f"key type {key_type!r} is not one of {', '.join(KEY_TYPES)}")
     group = spec.consumer_group
@@ -341,7 +342,7 @@ def kafka_settings(spec: KafkaSourceSpec, *, key_type: str, uid: str | None, sec
                   key=_secret(secrets, net.tls.key, "spec.net.tls.key"))
         if (tls.cert is None) != (tls.key is None):
             raise ConfigError("spec.net.tls: the client certificate and key must both be present, or neither")
-    return KafkaSettings(bootstrap_servers=tuple(spec.bootstrap_servers), topics=tuple(spec.topics),
+    return KafkaSourceSettings(bootstrap_servers=tuple(spec.bootstrap_servers), topics=tuple(spec.topics),
                          consumer_group=group, initial_offset=spec.initial_offset, key_type=key_type,
                          sasl=sasl, tls=tls)
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from eventferry.adapters import tracing
 from eventferry.adapters.config import AdapterConfig
-from eventferry.adapters.health import Health, HealthServer
+from eventferry.adapters.health import AdapterHealth, HealthServer
 from eventferry.adapters.logs import fields
 from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.delivery import Attempt, Outcome, Sender, deliver
@@ -129,18 +129,18 @@ class SinkClient:
 
 
 # A consumer loop: runs until ``stopping`` is set, then returns what it holds (drains or gives back).
-ConsumerRun = Callable[[SinkClient, AdapterMetrics, Health, asyncio.Event], Awaitable[None]]
+ConsumerRun = Callable[[SinkClient, AdapterMetrics, AdapterHealth, asyncio.Event], Awaitable[None]]
 
 
 async def run_with(config: AdapterConfig, stop: asyncio.Event, consume: ConsumerRun,
-                   metrics: AdapterMetrics | None = None, health: Health | None = None) -> None:
+                   metrics: AdapterMetrics | None = None, health: AdapterHealth | None = None) -> None:
     """The frame of an adapter: sender, metrics, health server, the consumer loop, and a clean stop.
 
     Returns when ``stop`` is set and the consumer has settled or given back what it held; raises
     AdapterError for failures that waiting does not fix.
     """
     metrics = metrics or AdapterMetrics(config.kind, config.namespace, config.name)
-    health = health or Health()
+    health = health or AdapterHealth()
     sender = Sender()
     server = HealthServer(health, metrics.registry, config.metrics_port) if config.metrics_port is not None else None
     stopping = asyncio.Event()

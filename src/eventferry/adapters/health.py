@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
-from eventferry.httpserver import start_site
+from eventferry.httpserver import ProbeServer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Health:
+class AdapterHealth:
     ready: bool = False
     alive: bool = True
     reason: str = "starting"  # why it is not ready (or not alive)
@@ -26,37 +25,18 @@ class Health:
         self.ready, self.reason = False, reason
 
 
-class HealthServer:
-    def __init__(self, health: Health, registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
-        self.health = health
-        self.registry = registry
-        self.host = host
-        self.port = port
-        self._runner: web.AppRunner | None = None
+class HealthServer(ProbeServer):
+    """The adapter's probes: ready once consuming."""
+
+    def __init__(self, health: AdapterHealth, registry: CollectorRegistry, port: int, host: str = "0.0.0.0") -> None:
+        def alive() -> tuple[bool, str]:
+            return (True, "ok") if health.alive else (False, f"not alive: {health.reason}")
+
+        def ready() -> tuple[bool, str]:
+            return (True, "ready") if health.ready else (False, f"not ready: {health.reason}")
+
+        super().__init__(registry, alive, ready, host, port)
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner, _, self.port = await start_site(app, self.host, self.port)
+        await super().start()
         log.info("serving /healthz, /readyz and /metrics on port %d", self.port, extra={"fields": {"port": self.port}})
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        if self.health.alive:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text=f"not alive: {self.health.reason}\n")
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        if self.health.ready:
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text=f"not ready: {self.health.reason}\n")
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -34,9 +34,9 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from eventferry.adapters.config import AdapterConfig, KafkaSettings, Tls
+from eventferry.adapters.config import AdapterConfig, KafkaSourceSettings, Tls
 from eventferry.adapters.core import Abandoned, AdapterError, SinkClient, run_with
-from eventferry.adapters.health import Health
+from eventferry.adapters.health import AdapterHealth
 from eventferry.adapters.kafka_mapping import map_record
 from eventferry.adapters.logs import fields
 from eventferry.adapters.metrics import AdapterMetrics
@@ -50,18 +50,19 @@ RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between attempts to (re
 
 
 async def run_kafka_adapter(config: AdapterConfig, stop: asyncio.Event, *, metrics: AdapterMetrics | None = None,
-                            health: Health | None = None) -> None:
+                            health: AdapterHealth | None = None) -> None:
     """Runs a KafkaSource adapter until ``stop`` is set; raises AdapterError on a failure waiting cannot fix."""
     if config.kafka is None:
         raise ValueError("not a KafkaSource configuration")
 
-    async def consume(sink: SinkClient, metrics: AdapterMetrics, health: Health, stopping: asyncio.Event) -> None:
+    async def consume(sink: SinkClient, metrics: AdapterMetrics, health: AdapterHealth,
+                      stopping: asyncio.Event) -> None:
         await KafkaAdapter(config, sink, metrics, health, stopping).run()
 
     await run_with(config, stop, consume, metrics, health)
 
 
-def client_options(settings: KafkaSettings) -> dict[str, Any]:
+def client_options(settings: KafkaSourceSettings) -> dict[str, Any]:
     """aiokafka connection options: bootstrap servers, security protocol, SASL and TLS."""
     options: dict[str, Any] = {"bootstrap_servers": list(settings.bootstrap_servers),
                                "security_protocol": settings.security_protocol}
@@ -110,7 +111,7 @@ class _Observer(LoopObserver):
 
 
 class KafkaAdapter:
-    def __init__(self, config: AdapterConfig, sink: SinkClient, metrics: AdapterMetrics, health: Health,
+    def __init__(self, config: AdapterConfig, sink: SinkClient, metrics: AdapterMetrics, health: AdapterHealth,
                  stopping: asyncio.Event) -> None:
         assert config.kafka is not None
         self.config = config

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from eventferry.adapters.config import AdapterConfig, RocketMQSettings
 from eventferry.adapters.core import Abandoned, AdapterError, SinkClient, run_with, trace
-from eventferry.adapters.health import Health
+from eventferry.adapters.health import AdapterHealth
 from eventferry.adapters.logs import fields
 from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.adapters.rocketmq_mapping import map_message
@@ -45,12 +45,13 @@ GIVE_BACK_SECONDS = 1  # invisible duration of a message handed back on stop: re
 
 
 async def run_rocketmq_adapter(config: AdapterConfig, stop: asyncio.Event, *, metrics: AdapterMetrics | None = None,
-                               health: Health | None = None) -> None:
+                               health: AdapterHealth | None = None) -> None:
     """Runs a RocketMQSource adapter until ``stop`` is set; raises AdapterError on a failure waiting cannot fix."""
     if config.rocketmq is None:
         raise ValueError("not a RocketMQSource configuration")
 
-    async def consume(sink: SinkClient, metrics: AdapterMetrics, health: Health, stopping: asyncio.Event) -> None:
+    async def consume(sink: SinkClient, metrics: AdapterMetrics, health: AdapterHealth,
+                      stopping: asyncio.Event) -> None:
         await RocketMQAdapter(config, sink, metrics, health, stopping).run()
 
     await run_with(config, stop, consume, metrics, health)
@@ -96,7 +97,7 @@ class _Held:
 
 
 class RocketMQAdapter:
-    def __init__(self, config: AdapterConfig, sink: SinkClient, metrics: AdapterMetrics, health: Health,
+    def __init__(self, config: AdapterConfig, sink: SinkClient, metrics: AdapterMetrics, health: AdapterHealth,
                  stopping: asyncio.Event) -> None:
         assert config.rocketmq is not None
         self.config = config

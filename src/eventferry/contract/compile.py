@@ -2,7 +2,7 @@
 
 What cannot be routed (a Trigger whose Broker is missing, a subscriber that does not resolve, an
 invalid CESQL expression, a Broker of an unknown class) is left out of the contract and reported
-as a ``Problem``, which the caller turns into a False condition with the same reason and message.
+as a ``CompileProblem``, which the caller turns into a False condition with the same reason and message.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ REPLICATION_KEY = "default.topic.replication.factor"
 
 
 @dataclass(frozen=True)
-class Problem:
+class CompileProblem:
     kind: str  # "Broker" or "Trigger"
     namespace: str
     name: str
@@ -40,9 +40,9 @@ class Problem:
 @dataclass
 class Compiled:
     contract: model.Contract
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[CompileProblem] = field(default_factory=list)
 
-    def problem(self, kind: str, namespace: str, name: str) -> Problem | None:
+    def problem(self, kind: str, namespace: str, name: str) -> CompileProblem | None:
         for problem in self.problems:
             if (problem.kind, problem.namespace, problem.name) == (kind, namespace, name):
                 return problem
@@ -53,7 +53,7 @@ def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], res
                      generation: int, config_maps: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
                      default_kafka_bootstrap: list[str] | None = None) -> Compiled:
     config_maps = config_maps or {}
-    problems: list[Problem] = []
+    problems: list[CompileProblem] = []
     routable: dict[tuple[str, str], Broker] = {}
     kafka: dict[tuple[str, str], model.KafkaSettings | None] = {}
     for broker in brokers:
@@ -63,22 +63,22 @@ def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], res
             routable[(ns, name)] = broker
         except ValueError as error:
             reason = "UnknownBrokerClass" if broker.broker_class not in BROKER_CLASSES else "InvalidConfig"
-            problems.append(Problem("Broker", ns, name, reason, str(error)))
+            problems.append(CompileProblem("Broker", ns, name, reason, str(error)))
 
     routes: dict[tuple[str, str], list[model.Trigger]] = {key: [] for key in routable}
     for trigger in triggers:
         ns, name = _namespace(trigger), trigger.metadata.name
         target = routable.get((ns, trigger.spec.broker))
         if target is None:
-            problems.append(Problem("Trigger", ns, name, "BrokerDoesNotExist",
+            problems.append(CompileProblem("Trigger", ns, name, "BrokerDoesNotExist",
                                     f"Broker {ns}/{trigger.spec.broker} does not exist or is not ready"))
             continue
         try:
             routes[(ns, trigger.spec.broker)].append(_compile_trigger(trigger, target, ns, resolver))
         except Unresolvable as error:
-            problems.append(Problem("Trigger", ns, name, error.reason, str(error)))
+            problems.append(CompileProblem("Trigger", ns, name, error.reason, str(error)))
         except CESQLParseError as error:
-            problems.append(Problem("Trigger", ns, name, "InvalidFilter", f"cesql: {error}"))
+            problems.append(CompileProblem("Trigger", ns, name, "InvalidFilter", f"cesql: {error}"))
 
     contract_brokers = []
     for (ns, name), broker in sorted(routable.items()):

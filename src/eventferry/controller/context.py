@@ -11,14 +11,15 @@ from typing import Any
 from eventferry.controller.config import OperatorConfig
 from eventferry.controller.events import EventRecorder
 from eventferry.controller.kube import ApiClient
-from eventferry.controller.metrics import Health, OperatorMetrics
+from eventferry.controller.metrics import OperatorHealth, OperatorMetrics
 from eventferry.controller.views import Views
 
 log = logging.getLogger(__name__)
 
 
 class Context:
-    def __init__(self, config: OperatorConfig, api: ApiClient, metrics: OperatorMetrics, health: Health) -> None:
+    def __init__(self, config: OperatorConfig, api: ApiClient, metrics: OperatorMetrics,
+                 health: OperatorHealth) -> None:
         from eventferry.controller.contracts import ContractReconciler
         from eventferry.controller.sources import SourceReconciler
 

@@ -42,8 +42,8 @@ from eventferry.resources.status import (
     INGRESS_READY,
     TOPIC_READY,
     BrokerFacts,
-    Problem,
     Resolution,
+    StatusProblem,
     TriggerFacts,
     broker_ready,
     broker_status,
@@ -206,7 +206,7 @@ class ContractReconciler:
         self.loaded = loaded_generation(views.reports(), now, self.config.report_stale_after)
         self.ctx.metrics.loaded_generation.set(-1 if self.loaded is None else self.loaded)
         entries = contract_entries(compiled.contract)
-        problems = {(p.kind, p.namespace, p.name): Problem(p.reason, p.message) for p in compiled.problems}
+        problems = {(p.kind, p.namespace, p.name): StatusProblem(p.reason, p.message) for p in compiled.problems}
         stamp = now_rfc3339()
 
         writes: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
@@ -243,10 +243,10 @@ class ContractReconciler:
             return false(condition, "ContractTooLarge", str(self._too_large))
         return gate(required, self.loaded, condition)
 
-    def _broker_facts(self, key: Key, broker: Broker | None, invalid: str | None, problem: Problem | None,
+    def _broker_facts(self, key: Key, broker: Broker | None, invalid: str | None, problem: StatusProblem | None,
                       entries: Mapping[tuple[str, str, str], Any], resolver: Resolver) -> BrokerFacts:
         if broker is None:
-            return BrokerFacts(address=None, problem=Problem("InvalidSpec", invalid or "invalid Broker"))
+            return BrokerFacts(address=None, problem=StatusProblem("InvalidSpec", invalid or "invalid Broker"))
         dead_letter = self._dead_letter(broker.spec.delivery, resolver, key[0])
         if problem is not None:
             return BrokerFacts(address=None, problem=problem, dead_letter=dead_letter)
@@ -259,14 +259,15 @@ class ContractReconciler:
                            dead_letter=dead_letter, topic=topic_condition)
 
     def _trigger_facts(self, body: dict[str, Any], trigger: Trigger | None, invalid: str | None,
-                       problem: Problem | None, entries: Mapping[tuple[str, str, str], Any], resolver: Resolver,
+                       problem: StatusProblem | None, entries: Mapping[tuple[str, str, str], Any], resolver: Resolver,
                        ready_of: Mapping[Key, Mapping[str, Any]], brokers: Mapping[Key, Broker]) -> TriggerFacts:
         namespace, name = _key(body)
         broker_name = str((body.get("spec") or {}).get("broker") or "")
         broker = broker_ready(ready_of.get((namespace, broker_name)), namespace, broker_name)
         if trigger is None:
             why = invalid or "invalid Trigger"
-            return TriggerFacts(broker, Resolution.failed("InvalidSpec", why), problem=Problem("InvalidSpec", why))
+            return TriggerFacts(broker, Resolution.failed("InvalidSpec", why),
+                                problem=StatusProblem("InvalidSpec", why))
         owner = brokers.get((namespace, broker_name))
         # As compile_contract: a Trigger's delivery fully overrides its Broker's.
         delivery = trigger.spec.delivery or (owner.spec.delivery if owner else None)

@@ -14,20 +14,12 @@ from typing import Any
 
 import aiohttp
 
-from eventferry.kubeconn import ApiConnection
+from eventferry.kubeconn import ApiConnection, ApiError
 from eventferry.resources.names import FIELD_MANAGER
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply; JSON is valid YAML
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"HTTP {status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 def resource_path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,
@@ -125,3 +117,6 @@ class ApiClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+__all__ = ["ApiClient", "ApiError", "resource_path"]

@@ -7,10 +7,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from eventferry.httpserver import start_site
+from eventferry.httpserver import ProbeServer
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -50,43 +49,24 @@ class OperatorMetrics:
 
 
 @dataclass
-class Health:
+class OperatorHealth:
     leader: bool = False
     synced: bool = False
     """The first contract pass after taking the lead is done."""
 
 
-class HealthServer:
+class HealthServer(ProbeServer):
     """``/healthz``: the process answers. ``/readyz``: 200 as a standby or once the leader has synced."""
 
-    def __init__(self, metrics: OperatorMetrics, health: Health, host: str, port: int) -> None:
-        self.metrics = metrics
-        self.health = health
-        self.host = host
-        self.port = port
-        self._runner: web.AppRunner | None = None
+    def __init__(self, metrics: OperatorMetrics, health: OperatorHealth, host: str, port: int) -> None:
+        def alive() -> tuple[bool, str]:
+            return True, "ok"
 
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner, _, self.port = await start_site(app, self.host, self.port)
+        def ready() -> tuple[bool, str]:
+            if not health.leader:
+                return True, "standby: another replica holds the lease"
+            if not health.synced:
+                return False, "leader: first sync in progress"
+            return True, "leader: synced"
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        if not self.health.leader:
-            return web.Response(text="standby: another replica holds the lease\n")
-        if not self.health.synced:
-            return web.Response(status=503, text="leader: first sync in progress\n")
-        return web.Response(text="leader: synced\n")
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        super().__init__(metrics.registry, alive, ready, host, port)

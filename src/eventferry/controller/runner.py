@@ -14,7 +14,7 @@ from eventferry.controller.context import Context
 from eventferry.controller.handlers import build_registry
 from eventferry.controller.kube import ApiClient
 from eventferry.controller.leader import LeaseElector
-from eventferry.controller.metrics import Health, HealthServer, OperatorMetrics
+from eventferry.controller.metrics import HealthServer, OperatorHealth, OperatorMetrics
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    metrics, health = OperatorMetrics(), Health()
+    metrics, health = OperatorMetrics(), OperatorHealth()
     server = HealthServer(metrics, health, config.metrics_host, config.metrics_port)
     await server.start()
     log.info("operator %s: /metrics, /healthz and /readyz on http://%s:%d", config.identity, config.metrics_host,
@@ -52,7 +52,7 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
         await server.stop()
 
 
-async def _lead(config: OperatorConfig, api: ApiClient, metrics: OperatorMetrics, health: Health,
+async def _lead(config: OperatorConfig, api: ApiClient, metrics: OperatorMetrics, health: OperatorHealth,
                 elector: LeaseElector, stop: asyncio.Event) -> int:
     ctx = Context(config, api, metrics, health)
     # Created before kopf starts, so that kopf leaves this task alone when it cleans up its own.

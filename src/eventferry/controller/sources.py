@@ -33,7 +33,15 @@ from eventferry.resources.adapter import (
     selector,
 )
 from eventferry.resources.conditions import now_rfc3339, unknown
-from eventferry.resources.status import DEPLOYED, Problem, Resolution, SourceFacts, deployed, same_status, source_status
+from eventferry.resources.status import (
+    DEPLOYED,
+    Resolution,
+    SourceFacts,
+    StatusProblem,
+    deployed,
+    same_status,
+    source_status,
+)
 from eventferry.resources.subset import holds
 
 if TYPE_CHECKING:
@@ -71,18 +79,18 @@ class SourceReconciler:
             first = error.errors()[0]
             why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
             facts = SourceFacts(Resolution.failed("InvalidSpec", why), unknown(DEPLOYED, "InvalidSpec", why),
-                                Problem("InvalidSpec", why))
+                                StatusProblem("InvalidSpec", why))
             await self._write_status(body, facts)
             return
         resolver = self.ctx.views.resolver()
         sink = resolve(resolver, source.spec.sink, namespace)
         delivery: Delivery | None = None
-        problem: Problem | None = None
+        problem: StatusProblem | None = None
         if source.spec.delivery is not None:
             try:
                 delivery = effective_delivery(source.spec.delivery, None, resolver, namespace)
             except Unresolvable as error:
-                problem = Problem(error.reason, f"spec.delivery.deadLetterSink: {error}")
+                problem = StatusProblem(error.reason, f"spec.delivery.deadLetterSink: {error}")
         problem = problem or await self._missing_secrets(namespace, secret_refs(source))
 
         path = resource_path("apps/v1", "deployments", namespace, deployment_name(source))
@@ -108,7 +116,7 @@ class SourceReconciler:
         log.info("applied adapter Deployment %s/%s", desired["metadata"]["namespace"], desired["metadata"]["name"])
         return applied
 
-    async def _missing_secrets(self, namespace: str, refs: list[SecretKeySelector]) -> Problem | None:
+    async def _missing_secrets(self, namespace: str, refs: list[SecretKeySelector]) -> StatusProblem | None:
         """Whether every Secret key the spec needs exists; the values are read only to see the keys."""
         found: dict[str, dict[str, Any] | None] = {}
         missing: list[str] = []
@@ -125,7 +133,7 @@ class SourceReconciler:
         found.clear()
         if not missing:
             return None
-        return Problem("SecretNotFound", "; ".join(dict.fromkeys(missing)) +
+        return StatusProblem("SecretNotFound", "; ".join(dict.fromkeys(missing)) +
                        ": the adapter is deployed once it is there")
 
     async def _write_status(self, body: dict[str, Any], facts: SourceFacts) -> None:

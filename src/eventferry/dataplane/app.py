@@ -5,30 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from eventferry.dataplane import ingress
 from eventferry.dataplane.dataplane import DataPlane
 from eventferry.dataplane.keys import DATAPLANE_KEY
+from eventferry.httpserver import probe_routes
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
-async def readyz(request: web.Request) -> web.Response:
-    dataplane: DataPlane = request.app[DATAPLANE_KEY]
+def _ready(dataplane: DataPlane) -> tuple[bool, str]:
     if not dataplane.loaded:
-        return web.Response(status=503, text="no contract loaded yet\n")
+        return False, "no contract loaded yet"
     if not dataplane.ready():
-        return web.Response(status=503, text="brokers are starting (Kafka consumers joining their groups)\n")
-    return web.Response(text=f"ready: contract generation {dataplane.contract.generation}\n")
-
-
-async def metrics(request: web.Request) -> web.Response:
-    dataplane: DataPlane = request.app[DATAPLANE_KEY]
-    return web.Response(body=generate_latest(dataplane.metrics.registry),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return False, "brokers are starting (Kafka consumers joining their groups)"
+    return True, f"ready: contract generation {dataplane.contract.generation}"
 
 
 async def contract_status(request: web.Request) -> web.Response:
@@ -45,9 +34,7 @@ def build_app(dataplane: DataPlane, extra_routes: Sequence[web.RouteDef] = ()) -
     # The ingress enforces its own, configurable body limit; aiohttp's must not cut in first.
     app = web.Application(client_max_size=dataplane.settings.max_event_bytes + 1024)
     app[DATAPLANE_KEY] = dataplane
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_routes(probe_routes(dataplane.metrics.registry, lambda: (True, "ok"), lambda: _ready(dataplane)))
     app.router.add_get("/contract", contract_status)
     app.router.add_routes(extra_routes)
     app.router.add_route("*", "/{namespace}/{name}", ingress.handle)

@@ -27,7 +27,7 @@ import aiohttp
 
 from eventferry.contract.model import Contract
 from eventferry.dataplane.dataplane import DataPlane
-from eventferry.kubeconn import ApiConnection
+from eventferry.kubeconn import ApiConnection, ApiError
 from eventferry.resources.contract import contract_from_data
 from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, PART_OF
 from eventferry.resources.readiness import report_patch
@@ -37,12 +37,6 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 60  # the server ends each watch after this; a silent, stalled stream is noticed soon after
 READ_MARGIN = 30
 MAX_BACKOFF = 30.0
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
 
 
 class ConfigMapClient:
@@ -79,7 +73,7 @@ class ConfigMapClient:
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             text = await response.text()
             if response.status >= 400:
-                raise ApiError(response.status, _message(text))
+                raise ApiError(response.status, "", _message(text))
             return json.loads(text) if text else None
 
     async def watch(self, namespace: str, name: str, resource_version: str,
@@ -92,7 +86,7 @@ class ConfigMapClient:
         async with self._http().get(self.connection.server + self.path(namespace), params=params,
                                     headers=self._headers(), timeout=timeout) as response:
             if response.status >= 400:
-                raise ApiError(response.status, _message(await response.text()))
+                raise ApiError(response.status, "", _message(await response.text()))
             # Lines are split by hand: a contract of several hundred kilobytes is one line, longer than
             # aiohttp's readline accepts.
             buffer = b""

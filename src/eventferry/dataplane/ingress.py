@@ -15,8 +15,8 @@ import time
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from eventferry.dataplane.admission import Overloaded, Unavailable, stamp_arrival, ttl_of
 from eventferry.dataplane.dataplane import BrokerRuntime, DataPlane
-from eventferry.dataplane.dispatch import Overloaded, Unavailable, stamp_arrival, ttl_of
 from eventferry.dataplane.keys import DATAPLANE_KEY
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.http import from_http

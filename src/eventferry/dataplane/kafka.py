@@ -30,9 +30,10 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from eventferry.contract import model
 from eventferry.contract.kafka_names import broker_topic, group_prefix, retry_topic, retry_topic_pattern, topic_safe
-from eventferry.dataplane.dispatch import CompiledTrigger, Dispatcher, Unavailable, compile_trigger
+from eventferry.dataplane.admission import Unavailable
 from eventferry.dataplane.filters import TriggerIndex
 from eventferry.dataplane.metrics import BrokerMetrics
+from eventferry.dataplane.trigger_delivery import CompiledTrigger, TriggerDelivery, compile_trigger
 from eventferry.delivery import Sender
 from eventferry.delivery.deliver import dead_letter_event
 from eventferry.delivery.steps import DeadLetter, Delivered, Drop, Stage, next_step
@@ -77,7 +78,7 @@ class KafkaBroker:
         self.limits = limits or KafkaLimits()
         self.sender = sender
         self.metrics = metrics
-        self.dispatcher = Dispatcher(spec, sender, metrics, self.ingest)
+        self.trigger_delivery = TriggerDelivery(spec, sender, metrics, self.ingest)
         self.group_prefix = group_prefix(spec.namespace, spec.name)
         self._producer: AIOKafkaProducer | None = None
         self._index: TriggerIndex[CompiledTrigger] = TriggerIndex()
@@ -182,7 +183,7 @@ class KafkaBroker:
 
     def update(self, spec: model.Broker) -> None:
         self.spec = spec
-        self.dispatcher.broker = spec
+        self.trigger_delivery.broker = spec
         self._apply_triggers(spec)
         if self._started and self.consume:
             self._sync_ordered_loops()
@@ -255,15 +256,15 @@ class KafkaBroker:
         happens in place: a record's commit waits for every matching Trigger, and must not wait on one."""
         while True:
             attempts = attempts_before + 1
-            attempt = await self.dispatcher.attempt(trigger, event, stage)
+            attempt = await self.trigger_delivery.attempt(trigger, event, stage)
             step = next_step(attempt, attempts, trigger.delivery, stage, exhausted="keep-dead-letters",
                              kept_wait_max=DEAD_LETTER_RETRY_CAP)
             if isinstance(step, Delivered):
                 outcome = "delivered" if step.stage == "subscriber" else "dead_lettered"
-                self.dispatcher.record(trigger, event, outcome, attempt.status)
+                self.trigger_delivery.record(trigger, event, outcome, attempt.status)
                 return
             if isinstance(step, Drop):
-                self.dispatcher.record(trigger, event, "failed", attempt.status)
+                self.trigger_delivery.record(trigger, event, "failed", attempt.status)
                 log.warning("event %s to trigger %s failed after %d attempts (last answer %s) and has no "
                             "dead-letter sink: dropped", event.id, trigger.key, attempts,
                             attempt.status or attempt.error)
@@ -325,9 +326,9 @@ class KafkaBroker:
                 return
             # In place, one record at a time (ordering); a failing dead-letter sink holds the partition
             # rather than letting the event be skipped.
-            result = await self.dispatcher.dispatch(compiled.spec, event, exhausted="keep-dead-letters",
+            result = await self.trigger_delivery.deliver(compiled.spec, event, exhausted="keep-dead-letters",
                                                     kept_wait_max=DEAD_LETTER_RETRY_CAP)
-            self.dispatcher.record(compiled.spec, event, result.outcome.value, result.last.status)
+            self.trigger_delivery.record(compiled.spec, event, result.outcome.value, result.last.status)
 
         return handle
 

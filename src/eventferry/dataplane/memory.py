@@ -14,9 +14,10 @@ import logging
 from dataclasses import dataclass, field
 
 from eventferry.contract import model
-from eventferry.dataplane.dispatch import CompiledTrigger, Dispatcher, Overloaded, compile_trigger
+from eventferry.dataplane.admission import Overloaded
 from eventferry.dataplane.filters import TriggerIndex
 from eventferry.dataplane.metrics import BrokerMetrics
+from eventferry.dataplane.trigger_delivery import CompiledTrigger, TriggerDelivery, compile_trigger
 from eventferry.delivery import Outcome, Sender
 from eventferry.events import CloudEvent
 
@@ -44,7 +45,7 @@ class InMemoryBroker:
         self.limits = limits or MemoryLimits()
         self.metrics = metrics
         self.spec = spec
-        self.dispatcher = Dispatcher(spec, sender, metrics, self.ingest)
+        self.trigger_delivery = TriggerDelivery(spec, sender, metrics, self.ingest)
         self._queues: dict[str, _TriggerQueue] = {}
         self._index: TriggerIndex[_TriggerQueue] = TriggerIndex()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -58,7 +59,7 @@ class InMemoryBroker:
     def update(self, spec: model.Broker) -> None:
         """Applies a new contract for this broker; queued and in-flight deliveries carry on."""
         self.spec = spec
-        self.dispatcher.broker = spec
+        self.trigger_delivery.broker = spec
         queues: dict[str, _TriggerQueue] = {}
         index: TriggerIndex[_TriggerQueue] = TriggerIndex()
         for trigger_spec in spec.triggers:
@@ -105,8 +106,8 @@ class InMemoryBroker:
 
     async def _deliver(self, queue: _TriggerQueue, event: CloudEvent) -> None:
         try:
-            result = await self.dispatcher.dispatch(queue.trigger.spec, event)
-            self.dispatcher.record(queue.trigger.spec, event, result.outcome.value, result.last.status)
+            result = await self.trigger_delivery.deliver(queue.trigger.spec, event)
+            self.trigger_delivery.record(queue.trigger.spec, event, result.outcome.value, result.last.status)
             if result.outcome is Outcome.FAILED:
                 log.warning("event %s to trigger %s lost after %d attempts: last status %s %s", event.id,
                             queue.trigger.spec.key, result.attempts, result.last.status, result.last.error or "")

@@ -36,7 +36,7 @@ class Resolution:
 
 
 @dataclass(frozen=True)
-class Problem:
+class StatusProblem:
     reason: str
     message: str
 
@@ -61,7 +61,7 @@ def _status(previous: Mapping[str, Any] | None, conditions: list[Cond], generati
 class BrokerFacts:
     address: str | None
     """The ingress URL, None when the Broker is not routable (problem says why)."""
-    problem: Problem | None = None
+    problem: StatusProblem | None = None
     """Why the Broker is not in the contract: UnknownBrokerClass, InvalidConfig, InvalidSpec."""
     ingress: Cond = field(default_factory=lambda: unknown(INGRESS_READY, "NotInContract", ""))
     """The readiness gate, named IngressReady."""
@@ -99,7 +99,7 @@ class TriggerFacts:
     """BrokerReady: from the Broker's own Ready condition as this pass computed it."""
     subscriber: Resolution
     dead_letter: Resolution | None = None
-    problem: Problem | None = None
+    problem: StatusProblem | None = None
     """What else keeps the Trigger out of the contract (InvalidFilter, InvalidSpec)."""
     loaded: Cond = field(default_factory=lambda: unknown("Loaded", "NotInContract", ""))
     """The readiness gate: True once the data plane routes the Trigger as it is now."""
@@ -167,7 +167,7 @@ def deployed(deployment: Mapping[str, Any] | None) -> Cond:
 class SourceFacts:
     sink: Resolution
     deployed: Cond
-    problem: Problem | None = None
+    problem: StatusProblem | None = None
     """What keeps the adapter from being deployed as specified: SecretNotFound, InvalidSpec..."""
     consumers: int | None = None
     selector: str | None = None

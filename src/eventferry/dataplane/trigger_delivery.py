@@ -1,4 +1,5 @@
-"""Delivery of one event to one Trigger: subscriber request, retries, dead letter, reply re-entry.
+"""Delivering one event to one Trigger: the event as its subscriber gets it, the attempt or the whole
+delivery (``eventferry.delivery``), the reply re-entering the broker, and the counts of how it ended.
 
 Shared by every broker class; the class decides when to call it and what to do with the outcome.
 """
@@ -8,9 +9,18 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from eventferry.contract import model
+from eventferry.dataplane.admission import (
+    ARRIVAL_ATTRIBUTE,
+    DEFAULT_TTL,
+    TTL_ATTRIBUTE,
+    Overloaded,
+    Unavailable,
+    stamp_arrival,
+    ttl_of,
+)
 from eventferry.dataplane.filters import Predicate, compile_attributes, compile_filters, required_exact
 from eventferry.dataplane.metrics import BrokerMetrics
 from eventferry.delivery import Outcome, Result, Sender, deliver
@@ -19,45 +29,6 @@ from eventferry.delivery.sender import Attempt
 from eventferry.delivery.steps import KEPT_WAIT_MAX, Exhausted, Stage
 from eventferry.events import CloudEvent
 from eventferry.events.event import attribute_text
-
-TTL_ATTRIBUTE = "knativebrokerttl"
-ARRIVAL_ATTRIBUTE = "knativearrivaltime"
-DEFAULT_TTL = 255
-
-
-class Overloaded(Exception):
-    """The broker cannot take more now; the ingress answers 429 with Retry-After."""
-
-    def __init__(self, reason: str, retry_after: int = 1) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class Unavailable(Exception):
-    """The broker's storage is not reachable; the ingress answers 503 with Retry-After."""
-
-    def __init__(self, reason: str, retry_after: int = 5) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-def ttl_of(event: CloudEvent) -> int | None:
-    value = event.attributes.get(TTL_ATTRIBUTE)
-    if value is None:
-        return None
-    try:
-        return int(attribute_text(value))
-    except ValueError:
-        return None
-
-
-def stamp_arrival(event: CloudEvent, ttl: int | None = None) -> None:
-    """What the ingress adds to every event: arrival time, and a TTL unless the event has one."""
-    event.attributes[ARRIVAL_ATTRIBUTE] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    if ttl is not None:
-        event.attributes[TTL_ATTRIBUTE] = ttl
-    elif ttl_of(event) is None:
-        event.attributes[TTL_ATTRIBUTE] = DEFAULT_TTL
 
 
 @dataclass(slots=True)
@@ -76,14 +47,14 @@ def compile_trigger(spec: model.Trigger) -> CompiledTrigger:
 Reingest = Callable[[list[CloudEvent]], Awaitable[None]]
 
 
-class Dispatcher:
+class TriggerDelivery:
     def __init__(self, broker: model.Broker, sender: Sender, metrics: BrokerMetrics, reingest: Reingest) -> None:
         self.broker = broker
         self.sender = sender
         self.metrics = metrics
         self.reingest = reingest
 
-    async def dispatch(self, trigger: model.Trigger, event: CloudEvent, *, exhausted: Exhausted = "drop",
+    async def deliver(self, trigger: model.Trigger, event: CloudEvent, *, exhausted: Exhausted = "drop",
                        kept_wait_max: float = KEPT_WAIT_MAX) -> Result:
         """A whole delivery in process: attempts, retries and the dead-letter sink as ``next_step`` decides."""
         outgoing, headers, on_reply = self._prepare(trigger, event)
@@ -147,5 +118,4 @@ class Dispatcher:
                                                  trigger.name).observe(max(0.0, elapsed))
 
 
-__all__ = ["CompiledTrigger", "Dispatcher", "Outcome", "Overloaded", "Unavailable", "compile_trigger",
-           "stamp_arrival", "ttl_of"]
+__all__ = ["CompiledTrigger", "Outcome", "TriggerDelivery", "compile_trigger"]
