@@ -77,139 +77,164 @@ def _kafka_class(annotations: Mapping[str, str]) -> bool:
     return Broker.model_validate({"metadata": {"name": "-", "annotations": dict(annotations)}}).broker_class == KAFKA
 
 
-def build_registry(ctx: Context) -> kopf.OperatorRegistry:
-    registry = kopf.OperatorRegistry()
-    config, contracts, sources = ctx.config, ctx.contracts, ctx.sources
+# Every handler gets the operator's Context as ``memo.ctx`` (kopf's memo, set by ``register``'s caller).
 
-    # --- lifecycle -------------------------------------------------------------------------------------
 
-    @kopf.on.startup(id="startup", registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
-        configure(settings, config)
-        ctx.views.attach(kwargs)  # kopf passes the (still empty, live) indices by their names
-        await contracts.prepare()
-        ctx.spawn(contracts.run(), name="contract loop")
-        ctx.spawn(_retry_sources(ctx), name="source retries")
+def _ctx(memo: kopf.Memo) -> Context:
+    ctx: Context = memo.ctx
+    return ctx
 
-    @kopf.on.login(id="login", registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # The same loaders as the operator's own client (kubernetes package): in-cluster, else KUBECONFIG.
-        return kopf.login_via_client(**kwargs)
 
-    @kopf.on.cleanup(id="cleanup", registry=registry)
-    async def cleanup(**_: Any) -> None:
-        await ctx.stop()
+# --- lifecycle -----------------------------------------------------------------------------------------------
 
-    # --- indices -----------------------------------------------------------------------------------------
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+    ctx = _ctx(memo)
+    configure(settings, ctx.config)
+    ctx.views.attach(kwargs)  # kopf passes the (still empty, live) indices by their names
+    await ctx.contracts.prepare()
+    ctx.spawn(ctx.contracts.run(), name="contract loop")
+    ctx.spawn(_retry_sources(ctx), name="source retries")
 
-    @kopf.index(GROUP, VERSION, "brokers", id="broker_index", registry=registry)
-    async def broker_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-        return {(namespace, name): slim(body)}
 
-    @kopf.index(GROUP, VERSION, "triggers", id="trigger_index", registry=registry)
-    async def trigger_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-        return {(namespace, name): slim(body)}
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # The same loaders as the operator's own client (kubernetes package): in-cluster, else KUBECONFIG.
+    return kopf.login_via_client(**kwargs)
 
-    @kopf.index(GROUP, VERSION, "kafkasources", id="kafkasource_index", registry=registry)
-    async def kafkasource_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-        return {(namespace, name): slim(body)}
 
-    @kopf.index(GROUP, VERSION, "rocketmqsources", id="rocketmqsource_index", registry=registry)
-    async def rocketmqsource_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-        return {(namespace, name): slim(body)}
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await _ctx(memo).stop()
 
-    @kopf.index("", "v1", "services", id="service_index", registry=registry)
-    async def service_index(namespace: str | None, name: str, **_: Any) -> Any:
-        return {(namespace, name): True}
 
-    @kopf.index("", "v1", "configmaps", id="configmap_index", registry=registry)
-    async def configmap_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
-        return {(namespace, name): kafka_config(body.get("data"))}
+# --- indices -------------------------------------------------------------------------------------------------
 
-    def is_dataplane_status(namespace: str | None, name: str, **_: Any) -> bool:
-        return namespace == config.system_namespace and name == DATAPLANE_STATUS_CONFIGMAP
+async def slim_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    """Brokers, Triggers and sources, slimmed (``views.slim``)."""
+    return {(namespace, name): slim(body)}
 
-    @kopf.index("", "v1", "configmaps", when=is_dataplane_status, id="dataplane_index", registry=registry)
-    async def dataplane_index(body: kopf.Body, **_: Any) -> Any:
-        return {"reports": dict(body.get("data") or {})}
 
-    # --- what the contract is compiled from ----------------------------------------------------------------
+async def service_index(namespace: str | None, name: str, **_: Any) -> Any:
+    return {(namespace, name): True}
 
-    @kopf.on.event(GROUP, VERSION, "brokers", id="broker_event", registry=registry)
-    async def broker_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-        contracts.observe("Broker", (namespace, name), None if type == "DELETED" else broker_fingerprint(body))
-        if type == "DELETED":
-            ctx.events.recovered(body)
 
-    @kopf.on.event(GROUP, VERSION, "triggers", id="trigger_event", registry=registry)
-    async def trigger_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-        contracts.observe("Trigger", (namespace, name), None if type == "DELETED" else trigger_fingerprint(body))
-        if type == "DELETED":
-            ctx.events.recovered(body)
+async def configmap_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(namespace, name): kafka_config(body.get("data"))}
 
-    @kopf.on.event("", "v1", "services", id="service_event", registry=registry)
-    async def service_event(type: str, namespace: str | None, name: str, **_: Any) -> None:
-        contracts.observe("Service", (namespace, name), None if type == "DELETED" else True)
 
-    @kopf.on.event("", "v1", "configmaps", id="configmap_event", registry=registry)
-    async def configmap_event(type: str, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
-        data = dict(body.get("data") or {})
-        # The status ConfigMap changes with every heartbeat: each one may make Triggers Ready.
-        relevant = data if is_dataplane_status(namespace, name) else kafka_config(data)
-        fingerprint = None if type == "DELETED" else tuple(sorted(relevant.items()))
-        contracts.observe("ConfigMap", (namespace, name), fingerprint)
+def is_dataplane_status(memo: kopf.Memo, namespace: str | None, name: str, **_: Any) -> bool:
+    return namespace == _ctx(memo).config.system_namespace and name == DATAPLANE_STATUS_CONFIGMAP
 
-    # --- Broker deletion: its topics ----------------------------------------------------------------------
 
-    def needs_topic_cleanup(annotations: kopf.Annotations, **_: Any) -> bool:
-        return _kafka_class(annotations) and not _retained(annotations)
+async def dataplane_index(body: kopf.Body, **_: Any) -> Any:
+    return {"reports": dict(body.get("data") or {})}
 
-    @kopf.on.delete(GROUP, VERSION, "brokers", when=needs_topic_cleanup, id="broker_topics",
-                    registry=registry)
-    async def broker_deleted(body: kopf.Body, namespace: str | None, name: str, retry: int, logger: Any,
-                             **_: Any) -> None:
-        settings = contracts.kafka_settings(body)
-        if settings is None:
-            logger.warning("no Kafka settings are known for this Broker: its topics are left in place")
+
+# --- what the contract is compiled from ----------------------------------------------------------------------
+
+async def broker_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: str | None, name: str,
+                       **_: Any) -> None:
+    ctx = _ctx(memo)
+    ctx.contracts.observe("Broker", (namespace, name), None if type == "DELETED" else broker_fingerprint(body))
+    if type == "DELETED":
+        ctx.events.recovered(body)
+
+
+async def trigger_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: str | None, name: str,
+                        **_: Any) -> None:
+    ctx = _ctx(memo)
+    ctx.contracts.observe("Trigger", (namespace, name), None if type == "DELETED" else trigger_fingerprint(body))
+    if type == "DELETED":
+        ctx.events.recovered(body)
+
+
+async def service_event(memo: kopf.Memo, type: str, namespace: str | None, name: str, **_: Any) -> None:
+    _ctx(memo).contracts.observe("Service", (namespace, name), None if type == "DELETED" else True)
+
+
+async def configmap_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: str | None, name: str,
+                          **_: Any) -> None:
+    data = dict(body.get("data") or {})
+    # The status ConfigMap changes with every heartbeat: each one may make Triggers Ready.
+    relevant = data if is_dataplane_status(memo, namespace, name) else kafka_config(data)
+    fingerprint = None if type == "DELETED" else tuple(sorted(relevant.items()))
+    _ctx(memo).contracts.observe("ConfigMap", (namespace, name), fingerprint)
+
+
+# --- Broker deletion: its topics -----------------------------------------------------------------------------
+
+def needs_topic_cleanup(annotations: kopf.Annotations, **_: Any) -> bool:
+    return _kafka_class(annotations) and not _retained(annotations)
+
+
+async def broker_deleted(memo: kopf.Memo, body: kopf.Body, namespace: str | None, name: str, retry: int,
+                         logger: Any, **_: Any) -> None:
+    ctx = _ctx(memo)
+    config, contracts = ctx.config, ctx.contracts
+    settings = contracts.kafka_settings(body)
+    if settings is None:
+        logger.warning("no Kafka settings are known for this Broker: its topics are left in place")
+        return
+    # The data plane first stops writing to the topic, else it could create it again.
+    if not await contracts.wait_unloaded(str(namespace), name, config.unload_timeout):
+        logger.warning(f"the data plane did not drop this Broker within {config.unload_timeout:.0f}s; "
+                       "deleting its topics anyway")
+    try:
+        async with asyncio.timeout(60):
+            deleted = await topics.delete_topics(settings)
+    except Exception as error:  # the cause goes to the log and, as a Warning, to an Event
+        if retry + 1 >= TOPIC_DELETE_ATTEMPTS:
+            logger.error(f"deleting topic {settings.topic} failed {TOPIC_DELETE_ATTEMPTS} times ({error}); "
+                         "giving up: the topic is left in place")
             return
-        # The data plane first stops writing to the topic, else it could create it again.
-        if not await contracts.wait_unloaded(str(namespace), name, config.unload_timeout):
-            logger.warning(f"the data plane did not drop this Broker within {config.unload_timeout:.0f}s; "
-                           "deleting its topics anyway")
-        try:
-            async with asyncio.timeout(60):
-                deleted = await topics.delete_topics(settings)
-        except Exception as error:  # the cause goes to the log and, as a Warning, to an Event
-            if retry + 1 >= TOPIC_DELETE_ATTEMPTS:
-                logger.error(f"deleting topic {settings.topic} failed {TOPIC_DELETE_ATTEMPTS} times ({error}); "
-                             "giving up: the topic is left in place")
-                return
-            raise kopf.TemporaryError(f"deleting topic {settings.topic} failed: {error}",
-                                      delay=config.retry_interval) from error
-        logger.info(f"deleted topics: {', '.join(deleted) or 'none existed'}")
+        raise kopf.TemporaryError(f"deleting topic {settings.topic} failed: {error}",
+                                  delay=config.retry_interval) from error
+    logger.info(f"deleted topics: {', '.join(deleted) or 'none existed'}")
 
-    # --- sources ---------------------------------------------------------------------------------------------
 
+# --- sources -------------------------------------------------------------------------------------------------
+
+async def source_changed(memo: kopf.Memo, body: kopf.Body, **_: Any) -> None:
+    await _ctx(memo).sources.reconcile(body)
+
+
+async def source_event(memo: kopf.Memo, type: str, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        _ctx(memo).sources.forget(body)
+
+
+async def deployment_event(memo: kopf.Memo, body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    ctx = _ctx(memo)
+    owner = owner_of(body)
+    source = ctx.views.source(owner[0], str(namespace), owner[1]) if owner else None
+    if source is not None:
+        await ctx.sources.reconcile(source)
+
+
+def register(registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegistry:
+    """The handlers above, registered with kopf; run it with ``memo=kopf.Memo(ctx=...)``."""
+    registry = registry or kopf.OperatorRegistry()
+    on = kopf.on
+    on.startup(id="startup", registry=registry)(startup)
+    on.login(id="login", registry=registry)(login)
+    on.cleanup(id="cleanup", registry=registry)(cleanup)
+    for kind in ("Broker", "Trigger", "KafkaSource", "RocketMQSource"):
+        kopf.index(GROUP, VERSION, PLURALS[kind], id=f"{kind.lower()}_index", registry=registry)(slim_index)
+    kopf.index("", "v1", "services", id="service_index", registry=registry)(service_index)
+    kopf.index("", "v1", "configmaps", id="configmap_index", registry=registry)(configmap_index)
+    kopf.index("", "v1", "configmaps", when=is_dataplane_status, id="dataplane_index",
+               registry=registry)(dataplane_index)
+    on.event(GROUP, VERSION, PLURALS["Broker"], id="broker_event", registry=registry)(broker_event)
+    on.event(GROUP, VERSION, PLURALS["Trigger"], id="trigger_event", registry=registry)(trigger_event)
+    on.event("", "v1", "services", id="service_event", registry=registry)(service_event)
+    on.event("", "v1", "configmaps", id="configmap_event", registry=registry)(configmap_event)
+    on.delete(GROUP, VERSION, PLURALS["Broker"], when=needs_topic_cleanup, id="broker_topics",
+              registry=registry)(broker_deleted)
     for plural in SOURCE_PLURALS.values():
-        @kopf.on.resume(GROUP, VERSION, plural, id="source_resumed", registry=registry)
-        @kopf.on.create(GROUP, VERSION, plural, id="source_created", registry=registry)
-        @kopf.on.update(GROUP, VERSION, plural, id="source_updated", registry=registry)
-        async def source_changed(body: kopf.Body, **_: Any) -> None:
-            await sources.reconcile(body)
-
-        @kopf.on.event(GROUP, VERSION, plural, id="source_event", registry=registry)
-        async def source_event(type: str, body: kopf.Body, **_: Any) -> None:
-            if type == "DELETED":
-                sources.forget(body)
-
-    @kopf.on.event("apps", "v1", "deployments", labels={SOURCE_KIND_LABEL: kopf.PRESENT}, id="deployment_event",
-                   registry=registry)
-    async def deployment_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-        owner = owner_of(body)
-        source = ctx.views.source(owner[0], str(namespace), owner[1]) if owner else None
-        if source is not None:
-            await sources.reconcile(source)
-
+        on.resume(GROUP, VERSION, plural, id="source_resumed", registry=registry)(source_changed)
+        on.create(GROUP, VERSION, plural, id="source_created", registry=registry)(source_changed)
+        on.update(GROUP, VERSION, plural, id="source_updated", registry=registry)(source_changed)
+        on.event(GROUP, VERSION, plural, id="source_event", registry=registry)(source_event)
+    on.event("apps", "v1", "deployments", labels={SOURCE_KIND_LABEL: kopf.PRESENT}, id="deployment_event",
+             registry=registry)(deployment_event)
     return registry
 
 

@@ -11,7 +11,7 @@ import kopf
 
 from eventferry.controller.config import OperatorConfig
 from eventferry.controller.context import Context
-from eventferry.controller.handlers import build_registry
+from eventferry.controller.handlers import register
 from eventferry.controller.kube import ApiClient
 from eventferry.controller.leader import LeaseElector
 from eventferry.controller.metrics import HealthServer, OperatorHealth, OperatorMetrics
@@ -60,8 +60,8 @@ async def _lead(config: OperatorConfig, api: ApiClient, metrics: OperatorMetrics
     stopping = asyncio.create_task(stop.wait(), name="stop")
     # No stop flag for kopf: its waiter task would hold kopf's exit for 5 s after a signal. kopf stops by
     # itself on SIGTERM/SIGINT (its own handlers replace ours), and is cancelled when the Lease is lost.
-    operator = asyncio.create_task(kopf.operator(registry=build_registry(ctx), clusterwide=True, standalone=True),
-                                   name="kopf")
+    operator = asyncio.create_task(kopf.operator(registry=register(), memo=kopf.Memo(ctx=ctx), clusterwide=True,
+                                               standalone=True), name="kopf")
     try:
         await asyncio.wait({holding, operator, stopping}, return_when=asyncio.FIRST_COMPLETED)
     finally:

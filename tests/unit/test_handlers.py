@@ -1,0 +1,36 @@
+"""The operator's kopf handlers are top-level functions, registered by one small ``register()``."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventferry.controller import handlers
+
+pytestmark = pytest.mark.unit
+
+
+def test_register_files_every_handler_once_per_resource() -> None:
+    registry = handlers.register()
+    ids = sorted(h.id for h in registry._indexing.get_all_handlers())
+    assert ids == ["broker_index", "configmap_index", "dataplane_index", "kafkasource_index",
+                   "rocketmqsource_index", "service_index", "trigger_index"]
+    watching = sorted(h.id for h in registry._watching.get_all_handlers())
+    assert watching.count("source_event") == 2  # one per source kind
+    assert {"broker_event", "trigger_event", "service_event", "configmap_event", "deployment_event"} <= set(watching)
+    changing = sorted(h.id for h in registry._changing.get_all_handlers())
+    assert changing.count("source_created") == 2 and "broker_topics" in changing
+
+
+def test_the_dataplane_status_filter_reads_the_system_namespace_from_the_context() -> None:
+    import kopf
+
+    class Config:
+        system_namespace = "eventferry-system"
+
+    class Ctx:
+        config = Config()
+
+    memo = kopf.Memo(ctx=Ctx())
+    assert handlers.is_dataplane_status(memo, "eventferry-system", "eventferry-dataplane-status")
+    assert not handlers.is_dataplane_status(memo, "other", "eventferry-dataplane-status")
+    assert not handlers.is_dataplane_status(memo, "eventferry-system", "something-else")
