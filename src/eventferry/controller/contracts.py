@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,13 +25,14 @@ from pydantic import ValidationError
 from eventferry.apis.broker import KAFKA, Broker
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import Destination
-from eventferry.apis.meta import API_VERSION, Resource
+from eventferry.apis.meta import Resource
 from eventferry.apis.trigger import Trigger
-from eventferry.contract.compile import compile_contract
+from eventferry.contract.compile import Compiled, compile_contract
 from eventferry.contract.model import Contract, KafkaSettings
 from eventferry.contract.resolve import Resolver, Unresolvable
 from eventferry.controller import topics
 from eventferry.controller.kube import ApiError, resource_path
+from eventferry.controller.status_writer import StatusWriter
 from eventferry.controller.timing import wait_event
 from eventferry.controller.views import Key, deleting
 from eventferry.resources.conditions import Cond, false, now_rfc3339, true, unknown
@@ -47,7 +48,6 @@ from eventferry.resources.status import (
     TriggerFacts,
     broker_ready,
     broker_status,
-    same_status,
     trigger_status,
 )
 
@@ -97,6 +97,24 @@ def contract_entries(contract: Contract) -> dict[tuple[str, str, str], Any]:
     return entries
 
 
+@dataclass
+class _Pass:
+    """What one pass reads and compiles once; every step of it works from this."""
+
+    resolver: Resolver
+    broker_bodies: list[dict[str, Any]]
+    trigger_bodies: list[dict[str, Any]]
+    brokers: dict[Key, Broker]
+    invalid_brokers: dict[Key, str]
+    triggers: dict[Key, Trigger]
+    invalid_triggers: dict[Key, str]
+    compiled: Compiled
+    entries: Mapping[tuple[str, str, str], Any]
+    problems: dict[tuple[str, str, str], StatusProblem]
+    stamp: str
+    ready_of: dict[Key, Mapping[str, Any]] = field(default_factory=dict)
+
+
 class ContractReconciler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -112,7 +130,7 @@ class ContractReconciler:
         """Set by the first kopf handler: kopf runs none before every index is listed."""
         self._too_large: ContractTooLarge | None = None
         self._fingerprints: dict[tuple[str, Any], Any] = {}
-        self._written: dict[str, dict[str, Any]] = {}  # uid -> status last patched
+        self.statuses = StatusWriter(ctx)
         self._topic_tasks: set[Key] = set()
         self._wake = asyncio.Event()
         self._passed = asyncio.Condition()
@@ -164,7 +182,7 @@ class ContractReconciler:
             await wait_event(self._wake, tick)
             await self._settle()
             if time.monotonic() >= resync_at:
-                self._written.clear()
+                self.statuses.written.clear()
                 resync_at = time.monotonic() + RESYNC_SECONDS
             try:
                 with self.ctx.metrics.reconcile("Contract"):
@@ -190,6 +208,20 @@ class ContractReconciler:
     # --- one pass ---------------------------------------------------------------------------------------
 
     async def reconcile(self) -> None:
+        """One pass: read and compile, publish the contract, learn what the data plane loaded, then
+        build and write every Broker's and Trigger's status."""
+        run = self._read()
+        if await self._write(run.compiled.contract):
+            await self._await_loaded(self.config.load_wait)
+        self._ensure_topics(run.compiled.contract)
+        self._learn_loaded()
+        writes = [(body, self._broker_status(run, body)) for body in run.broker_bodies]
+        writes += [(body, self._trigger_status(run, body)) for body in run.trigger_bodies]
+        self.statuses.forget_all_but({body["metadata"].get("uid") for body, _ in writes})
+        limit = asyncio.Semaphore(self.config.status_concurrency)
+        await asyncio.gather(*(self.statuses.write(body, status, limit) for body, status in writes))
+
+    def _read(self) -> _Pass:
         views = self.ctx.views
         resolver = views.resolver()
         broker_bodies = [b for b in views.brokers() if not deleting(b)]
@@ -199,43 +231,16 @@ class ContractReconciler:
         compiled = compile_contract(brokers.values(), triggers.values(), resolver, generation=0,
                                     config_maps=views.config_maps(),
                                     default_kafka_bootstrap=list(self.config.default_kafka_bootstrap) or None)
-        if await self._write(compiled.contract):
-            await self._await_loaded(self.config.load_wait)
-        self._ensure_topics(compiled.contract)
-        now = datetime.now(UTC)
-        self.loaded = loaded_generation(views.reports(), now, self.config.report_stale_after)
-        self.ctx.metrics.loaded_generation.set(-1 if self.loaded is None else self.loaded)
-        entries = contract_entries(compiled.contract)
         problems = {(p.kind, p.namespace, p.name): StatusProblem(p.reason, p.message) for p in compiled.problems}
-        stamp = now_rfc3339()
+        return _Pass(resolver, broker_bodies, trigger_bodies, brokers, invalid_brokers, triggers, invalid_triggers,
+                     compiled, contract_entries(compiled.contract), problems, now_rfc3339())
 
-        writes: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-        ready_of: dict[Key, Mapping[str, Any]] = {}
-        for body in broker_bodies:
-            key = _key(body)
-            facts = self._broker_facts(key, brokers.get(key), invalid_brokers.get(key), problems.get(("Broker", *key)),
-                                       entries, resolver)
-            status = broker_status(facts, self._previous(body), body["metadata"].get("generation"), stamp)
-            ready_of[key] = status["conditions"][0]
-            writes.append(("brokers", body, status))
-        for body in trigger_bodies:
-            key = _key(body)
-            trigger_facts = self._trigger_facts(body, triggers.get(key), invalid_triggers.get(key),
-                                                problems.get(("Trigger", *key)), entries, resolver, ready_of, brokers)
-            writes.append(("triggers", body, trigger_status(trigger_facts, self._previous(body),
-                                                            body["metadata"].get("generation"), stamp)))
-        live = {body["metadata"].get("uid") for _, body, _ in writes}
-        self._written = {uid: s for uid, s in self._written.items() if uid in live}
-        limit = asyncio.Semaphore(self.config.status_concurrency)
-        await asyncio.gather(*(self._write_status(plural, body, status, limit) for plural, body, status in writes))
+    def _learn_loaded(self) -> None:
+        self.loaded = loaded_generation(self.ctx.views.reports(), datetime.now(UTC), self.config.report_stale_after)
+        self.ctx.metrics.loaded_generation.set(-1 if self.loaded is None else self.loaded)
 
-    def _previous(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        # What this operator last wrote is newer than the index until the watch event comes back.
-        uid = body["metadata"].get("uid")
-        return self._written.get(uid) or body.get("status")
-
-    def _gate(self, kind: str, key: Key, entries: Mapping[tuple[str, str, str], Any], condition: str) -> Cond:
-        entry = entries.get((kind, *key))
+    def _gate(self, run: _Pass, kind: str, key: Key, condition: str) -> Cond:
+        entry = run.entries.get((kind, *key))
         required = self.history.first_generation(kind, *key) if entry is not None else None
         if required is not None and self.history.entry(kind, *key) != entry:
             required = None  # the current spec is compiled but not written yet
@@ -243,11 +248,20 @@ class ContractReconciler:
             return false(condition, "ContractTooLarge", str(self._too_large))
         return gate(required, self.loaded, condition)
 
-    def _broker_facts(self, key: Key, broker: Broker | None, invalid: str | None, problem: StatusProblem | None,
-                      entries: Mapping[tuple[str, str, str], Any], resolver: Resolver) -> BrokerFacts:
+    def _broker_status(self, run: _Pass, body: dict[str, Any]) -> dict[str, Any]:
+        key = _key(body)
+        status = broker_status(self._broker_facts(run, key), self.statuses.previous(body),
+                               body["metadata"].get("generation"), run.stamp)
+        run.ready_of[key] = status["conditions"][0]  # what this pass's Trigger statuses say of their Broker
+        return status
+
+    def _broker_facts(self, run: _Pass, key: Key) -> BrokerFacts:
+        broker = run.brokers.get(key)
         if broker is None:
-            return BrokerFacts(address=None, problem=StatusProblem("InvalidSpec", invalid or "invalid Broker"))
-        dead_letter = self._dead_letter(broker.spec.delivery, resolver, key[0])
+            return BrokerFacts(address=None, problem=StatusProblem("InvalidSpec",
+                                                                   run.invalid_brokers.get(key) or "invalid Broker"))
+        dead_letter = self._dead_letter(broker.spec.delivery, run.resolver, key[0])
+        problem = run.problems.get(("Broker", *key))
         if problem is not None:
             return BrokerFacts(address=None, problem=problem, dead_letter=dead_letter)
         topic = self.topics.get(key)
@@ -255,28 +269,32 @@ class ContractReconciler:
         if broker.broker_class == KAFKA:
             topic_condition = topic.condition if topic else unknown(TOPIC_READY, "TopicNotCreated", "pending")
         address = broker_address(self.config.ingress_service, self.config.system_namespace, *key)
-        return BrokerFacts(address=address, ingress=self._gate(BROKER, key, entries, INGRESS_READY),
+        return BrokerFacts(address=address, ingress=self._gate(run, BROKER, key, INGRESS_READY),
                            dead_letter=dead_letter, topic=topic_condition)
 
-    def _trigger_facts(self, body: dict[str, Any], trigger: Trigger | None, invalid: str | None,
-                       problem: StatusProblem | None, entries: Mapping[tuple[str, str, str], Any], resolver: Resolver,
-                       ready_of: Mapping[Key, Mapping[str, Any]], brokers: Mapping[Key, Broker]) -> TriggerFacts:
-        namespace, name = _key(body)
+    def _trigger_status(self, run: _Pass, body: dict[str, Any]) -> dict[str, Any]:
+        return trigger_status(self._trigger_facts(run, body), self.statuses.previous(body),
+                              body["metadata"].get("generation"), run.stamp)
+
+    def _trigger_facts(self, run: _Pass, body: dict[str, Any]) -> TriggerFacts:
+        key = _key(body)
+        namespace = key[0]
         broker_name = str((body.get("spec") or {}).get("broker") or "")
-        broker = broker_ready(ready_of.get((namespace, broker_name)), namespace, broker_name)
+        broker = broker_ready(run.ready_of.get((namespace, broker_name)), namespace, broker_name)
+        trigger = run.triggers.get(key)
         if trigger is None:
-            why = invalid or "invalid Trigger"
+            why = run.invalid_triggers.get(key) or "invalid Trigger"
             return TriggerFacts(broker, Resolution.failed("InvalidSpec", why),
                                 problem=StatusProblem("InvalidSpec", why))
-        owner = brokers.get((namespace, broker_name))
+        owner = run.brokers.get((namespace, broker_name))
         # As compile_contract: a Trigger's delivery fully overrides its Broker's.
         delivery = trigger.spec.delivery or (owner.spec.delivery if owner else None)
         return TriggerFacts(
             broker=broker,
-            subscriber=resolve(resolver, trigger.spec.subscriber, namespace),
-            dead_letter=self._dead_letter(delivery, resolver, namespace),
-            problem=problem,
-            loaded=self._gate(TRIGGER, (namespace, name), entries, "Loaded"),
+            subscriber=resolve(run.resolver, trigger.spec.subscriber, namespace),
+            dead_letter=self._dead_letter(delivery, run.resolver, namespace),
+            problem=run.problems.get(("Trigger", *key)),
+            loaded=self._gate(run, TRIGGER, key, "Loaded"),
         )
 
     @staticmethod
@@ -284,27 +302,6 @@ class ContractReconciler:
         if delivery is None or delivery.dead_letter_sink is None:
             return None
         return resolve(resolver, delivery.dead_letter_sink, namespace)
-
-    async def _write_status(self, plural: str, body: dict[str, Any], status: dict[str, Any],
-                            limit: asyncio.Semaphore) -> None:
-        metadata = body["metadata"]
-        uid = metadata.get("uid")
-        if not same_status(body.get("status"), status) and self._written.get(uid) != status:
-            path = resource_path(API_VERSION, plural, metadata.get("namespace"), metadata["name"], "status")
-            async with limit:
-                try:
-                    await self.ctx.api.merge_patch(path, {"status": status})
-                except ApiError as error:
-                    log.warning("status of %s %s/%s not written: %s", body.get("kind"), metadata.get("namespace"),
-                                metadata["name"], error)
-                    return
-            self._written[uid] = status
-            self.ctx.metrics.status_writes.labels(body.get("kind", plural)).inc()
-        ready = status["conditions"][0]
-        if ready["status"] == "False":
-            await self.ctx.events.failure(body, ready.get("reason", "NotReady"), ready.get("message", ""))
-        else:
-            self.ctx.events.recovered(body)
 
     # --- the ConfigMap --------------------------------------------------------------------------------------
 

@@ -17,13 +17,13 @@ from pydantic import ValidationError
 
 from eventferry.apis.duck import SecretKeySelector
 from eventferry.apis.kafkasource import KafkaSource
-from eventferry.apis.meta import API_VERSION, PLURALS
 from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.model import Delivery
 from eventferry.contract.resolve import Unresolvable
 from eventferry.controller.contracts import resolve
-from eventferry.controller.kube import ApiError, resource_path
+from eventferry.controller.kube import resource_path
+from eventferry.controller.status_writer import StatusWriter
 from eventferry.controller.views import slim
 from eventferry.resources.adapter import (
     adapter_deployment,
@@ -39,7 +39,6 @@ from eventferry.resources.status import (
     SourceFacts,
     StatusProblem,
     deployed,
-    same_status,
     source_status,
 )
 from eventferry.resources.subset import holds
@@ -57,9 +56,11 @@ class SourceReconciler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._locks: dict[str, asyncio.Lock] = {}
+        self.statuses = StatusWriter(ctx)
 
     def forget(self, body: Mapping[str, Any]) -> None:
         self._locks.pop(str(body["metadata"].get("uid")), None)
+        self.statuses.forget(body["metadata"].get("uid"))
         self.ctx.events.recovered(body)
 
     async def reconcile(self, raw: Mapping[str, Any]) -> None:
@@ -139,21 +140,7 @@ class SourceReconciler:
     async def _write_status(self, body: dict[str, Any], facts: SourceFacts) -> None:
         metadata = body["metadata"]
         status = source_status(facts, body.get("status"), metadata.get("generation"), now_rfc3339())
-        if not same_status(body.get("status"), status):
-            path = resource_path(API_VERSION, PLURALS[body["kind"]], metadata.get("namespace"), metadata["name"],
-                                 "status")
-            try:
-                await self.ctx.api.merge_patch(path, {"status": status})
-            except ApiError as error:
-                log.warning("status of %s %s/%s not written: %s", body["kind"], metadata.get("namespace"),
-                            metadata["name"], error)
-                return
-            self.ctx.metrics.status_writes.labels(body["kind"]).inc()
-        ready = status["conditions"][0]
-        if ready["status"] == "False":
-            await self.ctx.events.failure(body, ready.get("reason", "NotReady"), ready.get("message", ""))
-        else:
-            self.ctx.events.recovered(body)
+        await self.statuses.write(body, status)
 
 
 def owner_of(deployment: Mapping[str, Any]) -> tuple[str, str] | None:
