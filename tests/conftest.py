@@ -6,12 +6,13 @@ test fails, the log tails of every server started so far are attached to its rep
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.env.servers import Kafka, KubeAPI, RocketMQ, Server
+from tests.support.subscriber import Subscriber
 
 
 class TestEnvironment:
@@ -72,6 +73,14 @@ def rocketmq(testenv: TestEnvironment) -> RocketMQ:
     server = testenv.get(RocketMQ, "rocketmq")
     assert isinstance(server, RocketMQ)
     return server
+
+
+@pytest.fixture
+async def subscriber() -> AsyncIterator[Subscriber]:
+    """A real HTTP subscriber that accepts everything (tests/support/subscriber.py), stopped after the test."""
+    sub = await Subscriber().start()
+    yield sub
+    await sub.stop()
 
 
 @pytest.hookimpl(wrapper=True)

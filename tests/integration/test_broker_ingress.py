@@ -32,13 +32,6 @@ BINARY = {"ce-specversion": "1.0", "ce-id": "e1", "ce-source": "/test", "ce-type
 
 
 @pytest.fixture
-async def subscriber() -> AsyncIterator[Subscriber]:
-    sub = await Subscriber().start()
-    yield sub
-    await sub.stop()
-
-
-@pytest.fixture
 async def broker(tmp_path: Path, subscriber: Subscriber) -> AsyncIterator[RunningBroker]:
     from eventferry.dataplane.dataplane import DataPlaneSettings
 

@@ -39,13 +39,6 @@ def binary_headers(event_id: str = "e1", **extra: bytes) -> list[tuple[bytes, by
 
 
 @pytest.fixture
-async def subscriber() -> AsyncIterator[Subscriber]:
-    sub = await Subscriber().start()
-    yield sub
-    await sub.stop()
-
-
-@pytest.fixture
 async def broker(tmp_path: Path, subscriber: Subscriber) -> AsyncIterator[RunningBroker]:
     settings = DataPlaneSettings(max_event_bytes=LIMIT, body_timeout=1.5, idle_timeout=1.0, max_event_types=5)
     running = await start_broker(tmp_path, one_trigger(subscriber.url), settings=settings)

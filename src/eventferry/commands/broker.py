@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eventferry.commands.common import add_ingress_limits, add_logging, configure_logging
+from eventferry.commands.common import add_ingress_limits, add_logging, configure_logging, dataplane_settings
 
 
 def register(subparsers: Any) -> None:
@@ -44,14 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from eventferry.dataplane.contract_file import ContractFile
-    from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings, replica_instance_id
+    from eventferry.dataplane.dataplane import DataPlane
     from eventferry.dataplane.server import Server, stop_on_signals
 
-    bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
-    dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
-                                            role=args.role, body_timeout=args.body_timeout,
-                                            idle_timeout=args.idle_timeout, max_event_types=args.max_event_types,
-                                            instance_id=replica_instance_id(args.port)))
+    dataplane = DataPlane(dataplane_settings(args, role=args.role))
     stop = asyncio.Event()
     stop_on_signals(stop)
     server = Server(dataplane, args.host, args.port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any, Literal
 
 
 def add_logging(parser: argparse.ArgumentParser) -> None:
@@ -41,3 +42,14 @@ def add_ingress_limits(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-event-types", type=int, default=defaults.max_event_types,
                         help="distinct event types with metric series of their own; later ones count as 'other' "
                              "(default %(default)s)")
+
+
+def dataplane_settings(args: argparse.Namespace, role: Literal["all", "ingress", "dispatcher"] = "all") -> Any:
+    """The data plane's settings from the options of ``run`` and ``broker`` (``add_ingress_limits``)."""
+    from eventferry.dataplane.dataplane import DataPlaneSettings, replica_instance_id
+
+    bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
+    return DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
+                             body_timeout=args.body_timeout, idle_timeout=args.idle_timeout,
+                             max_event_types=args.max_event_types, role=role,
+                             instance_id=replica_instance_id(args.port))

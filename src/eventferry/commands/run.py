@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from eventferry.commands.common import add_ingress_limits, add_logging, configure_logging, parse_services
+from eventferry.commands.common import (
+    add_ingress_limits,
+    add_logging,
+    configure_logging,
+    dataplane_settings,
+    parse_services,
+)
 
 log = logging.getLogger("eventferry.run")
 
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> int:
     from eventferry.contract.manifests import ManifestError
-    from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings, replica_instance_id
+    from eventferry.dataplane.dataplane import DataPlane
     from eventferry.dataplane.server import Server, stop_on_signals
     from eventferry.embedded import Embedded
 
@@ -54,11 +60,9 @@ async def _main(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    bootstrap = [s for s in (args.kafka_bootstrap_servers or "").split(",") if s] or None
-    dataplane = DataPlane(DataPlaneSettings(max_event_bytes=args.max_event_bytes, kafka_bootstrap_servers=bootstrap,
-                                            body_timeout=args.body_timeout, idle_timeout=args.idle_timeout,
-                                            max_event_types=args.max_event_types,
-                                            instance_id=replica_instance_id(args.port)))
+    settings = dataplane_settings(args)
+    bootstrap = settings.kafka_bootstrap_servers
+    dataplane = DataPlane(settings)
     from eventferry.display import ROUTES
 
     server = Server(dataplane, args.host, args.port, ROUTES if args.display else ())
