@@ -54,7 +54,7 @@ class Embedded:
         return stamps
 
     def _resolver(self) -> Resolver:
-        known = {(b.metadata.namespace or "default", b.metadata.name) for b in self.manifests.brokers}
+        known = {(b.namespace, b.metadata.name) for b in self.manifests.brokers}
 
         def broker_url(namespace: str, name: str) -> str | None:
             return f"{self.base_url()}/{namespace}/{name}" if (namespace, name) in known else None

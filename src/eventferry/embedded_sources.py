@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from eventferry.adapters import ConfigError, config_from_manifest, run_adapter
 from eventferry.adapters.config import MappingSecrets
 from eventferry.apis import KafkaSource, RocketMQSource
+from eventferry.apis.meta import DEFAULT_NAMESPACE
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.manifests import Manifests
 from eventferry.contract.resolve import Resolver, Unresolvable
@@ -41,7 +42,7 @@ class EmbeddedSources:
 
     def _start(self, document: dict[str, Any], manifests: Manifests, resolver: Resolver) -> None:
         kind = document.get("kind")
-        namespace = document["metadata"].get("namespace", "default")
+        namespace = document["metadata"].get("namespace") or DEFAULT_NAMESPACE
         label = f"{kind} {namespace}/{document['metadata'].get('name')}"
         try:
             source = (KafkaSource if kind == "KafkaSource" else RocketMQSource).model_validate(document)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from eventferry.apis.duck import CloudEventOverrides, SecretValueFromSource
 from eventferry.apis.kafkasource import CONSUMER_GROUP_PREFIX, DEFAULT_KEY_TYPE, KEY_TYPES, KafkaSource, KafkaSourceSpec
+from eventferry.apis.meta import object_key
 from eventferry.apis.rocketmqsource import RocketMQSource, RocketMQSourceSpec
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.model import Delivery
@@ -182,7 +183,7 @@ class AdapterConfig:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return object_key(self.namespace, self.name)
 
 
 # --- from the environment -------------------------------------------------------------------------------
@@ -384,13 +385,13 @@ def config_from_manifest(manifest: Mapping[str, Any], sink: str, *, secrets: Sec
         if kind_name == "KafkaSource":
             source = KafkaSource.model_validate(manifest)
             spec: KafkaSourceSpec | RocketMQSourceSpec = source.spec
-            namespace, name = source.metadata.namespace or "default", source.metadata.name
+            namespace, name = source.namespace, source.metadata.name
             kafka = kafka_settings(source.spec, key_type=source.key_type, uid=source.metadata.uid, secrets=lookup)
             rocketmq = None
         elif kind_name == "RocketMQSource":
             rsource = RocketMQSource.model_validate(manifest)
             spec = rsource.spec
-            namespace, name = rsource.metadata.namespace or "default", rsource.metadata.name
+            namespace, name = rsource.namespace, rsource.metadata.name
             kafka, rocketmq = None, rocketmq_settings(rsource.spec, lookup)
         else:
             raise ConfigError(f"not a source manifest: kind {kind_name!r} (expected KafkaSource or RocketMQSource)")

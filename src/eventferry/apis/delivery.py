@@ -17,6 +17,7 @@ DeliveryFormat = Literal["json", "binary"]
 DEFAULT_RETRY = 10
 DEFAULT_BACKOFF_POLICY: BackoffPolicy = "exponential"
 DEFAULT_BACKOFF_DELAY = "PT0.2S"
+DEFAULT_TIMEOUT = "PT30S"  # per attempt, when a delivery sets none
 
 
 def _valid_duration(value: str) -> str:

@@ -10,6 +10,13 @@ from pydantic.alias_generators import to_camel
 GROUP = "eventferry.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+DEFAULT_NAMESPACE = "default"
+
+
+def object_key(namespace: str, name: str) -> str:
+    """``namespace/name``, the one spelling of an object's key."""
+    return f"{namespace}/{name}"
+
 # The resource name of each kind in the API (CRDs, RBAC, watches, status writes).
 PLURALS = {"Broker": "brokers", "Trigger": "triggers", "KafkaSource": "kafkasources",
            "RocketMQSource": "rocketmqsources"}
@@ -104,6 +111,16 @@ class Resource(ApiModel):
 
     def to_manifest(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @property
+    def namespace(self) -> str:
+        """The namespace, ``default`` when the manifest names none (as kubectl applies it)."""
+        return self.metadata.namespace or DEFAULT_NAMESPACE
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``: how the contract, logs and metrics name the object."""
+        return object_key(self.namespace, self.metadata.name)
 
     def annotation(self, *names: str) -> str | None:
         """The value of the first of the annotations ``names`` that is set."""

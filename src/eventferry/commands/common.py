@@ -6,6 +6,8 @@ import argparse
 import logging
 from typing import Any, Literal
 
+from eventferry.apis.meta import DEFAULT_NAMESPACE
+
 
 def add_logging(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -24,7 +26,7 @@ def parse_services(items: list[str]) -> dict[tuple[str, str], str]:
         if not sep or not target or not url.startswith(("http://", "https://")):
             raise ValueError(f"--service {item!r}: expected NAME[.NAMESPACE]=http://HOST:PORT[/PATH]")
         name, _, namespace = target.partition(".")
-        services[(namespace or "default", name)] = url
+        services[(namespace or DEFAULT_NAMESPACE, name)] = url
     return services
 
 

@@ -11,7 +11,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from eventferry.apis.broker import BROKER_CLASSES, KAFKA, Broker
-from eventferry.apis.delivery import DeliverySpec, default_delivery
+from eventferry.apis.delivery import (
+    DEFAULT_BACKOFF_DELAY,
+    DEFAULT_BACKOFF_POLICY,
+    DEFAULT_TIMEOUT,
+    DeliverySpec,
+    default_delivery,
+)
 from eventferry.apis.duration import parse_duration
 from eventferry.apis.trigger import SubscriptionsAPIFilter, Trigger
 from eventferry.cesql import CESQLParseError, compile_expression
@@ -19,7 +25,6 @@ from eventferry.contract import model
 from eventferry.contract.kafka_names import broker_topic
 from eventferry.contract.resolve import Resolver, Unresolvable
 
-DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_PARTITIONS = 10
 DEFAULT_REPLICATION = 1
 # Knative's Kafka broker settings keys, read from the ConfigMap that spec.config refers to.
@@ -91,7 +96,7 @@ def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], res
 
 
 def _namespace(obj: Broker | Trigger) -> str:
-    return obj.metadata.namespace or "default"
+    return obj.namespace
 
 
 def _kafka_settings(broker: Broker, namespace: str, config_maps: Mapping[tuple[str, str], Mapping[str, str]],
@@ -154,14 +159,13 @@ def effective_delivery(trigger_delivery: DeliverySpec | None, broker_delivery: D
     take the defaults (exponential, PT0.2S, a 30 s timeout per attempt).
     """
     spec = trigger_delivery or broker_delivery or default_delivery()
-    defaults = default_delivery()
     dead_letter = resolver.resolve(spec.dead_letter_sink, namespace) if spec.dead_letter_sink else None
     return model.Delivery(
         retry=spec.retry if spec.retry is not None else 0,
-        backoff_policy=spec.backoff_policy or defaults.backoff_policy or "exponential",
-        backoff_delay=parse_duration(spec.backoff_delay or defaults.backoff_delay or "PT0.2S"),
+        backoff_policy=spec.backoff_policy or DEFAULT_BACKOFF_POLICY,
+        backoff_delay=parse_duration(spec.backoff_delay or DEFAULT_BACKOFF_DELAY),
         backoff_max=parse_duration(spec.backoff_max) if spec.backoff_max else None,
-        timeout=parse_duration(spec.timeout) if spec.timeout else DEFAULT_TIMEOUT_SECONDS,
+        timeout=parse_duration(spec.timeout or DEFAULT_TIMEOUT),
         retry_after_max=parse_duration(spec.retry_after_max) if spec.retry_after_max else None,
         dead_letter_sink=dead_letter,
         format=spec.format,

@@ -14,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from eventferry.apis.broker import Broker
-from eventferry.apis.meta import GROUP
+from eventferry.apis.meta import DEFAULT_NAMESPACE, GROUP
 from eventferry.apis.trigger import Trigger
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -73,7 +73,7 @@ def load_manifests(paths: Iterable[str | Path]) -> Manifests:
             where = f"{path} (document {position})"
             kind, api_version = doc.get("kind"), str(doc.get("apiVersion", ""))
             metadata = doc.setdefault("metadata", {}) or {}
-            metadata.setdefault("namespace", "default")
+            metadata.setdefault("namespace", DEFAULT_NAMESPACE)
             try:
                 if kind == "ConfigMap" and api_version == "v1":
                     key = (metadata["namespace"], metadata.get("name", ""))

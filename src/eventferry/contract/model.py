@@ -12,6 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from eventferry.apis.delivery import DEFAULT_BACKOFF_DELAY, DEFAULT_BACKOFF_POLICY, DEFAULT_RETRY, DEFAULT_TIMEOUT
+from eventferry.apis.duration import parse_duration
+from eventferry.apis.meta import object_key
+
 BrokerClass = Literal["InMemory", "Kafka"]
 
 
@@ -22,11 +26,13 @@ class _Model(BaseModel):
 class Delivery(_Model):
     """Effective delivery of one Trigger: its own DeliverySpec, else its Broker's, else the default."""
 
-    retry: int = Field(default=10, ge=0)
-    backoff_policy: Literal["linear", "exponential"] = Field(default="exponential", alias="backoffPolicy")
-    backoff_delay: float = Field(default=0.2, ge=0, alias="backoffDelay", description="seconds")
+    # The defaults are Knative's, defined once in eventferry.apis.delivery.
+    retry: int = Field(default=DEFAULT_RETRY, ge=0)
+    backoff_policy: Literal["linear", "exponential"] = Field(default=DEFAULT_BACKOFF_POLICY, alias="backoffPolicy")
+    backoff_delay: float = Field(default=parse_duration(DEFAULT_BACKOFF_DELAY), ge=0, alias="backoffDelay",
+                                 description="seconds")
     backoff_max: float | None = Field(default=None, ge=0, alias="backoffMax", description="seconds")
-    timeout: float = Field(default=30.0, gt=0, description="seconds, per attempt")
+    timeout: float = Field(default=parse_duration(DEFAULT_TIMEOUT), gt=0, description="seconds, per attempt")
     retry_after_max: float | None = Field(default=None, ge=0, alias="retryAfterMax", description="seconds")
     dead_letter_sink: str | None = Field(default=None, alias="deadLetterSink")
     format: Literal["json", "binary"] | None = None
@@ -46,7 +52,7 @@ class Trigger(_Model):
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return object_key(self.namespace, self.name)
 
 
 class KafkaSettings(_Model):
@@ -73,7 +79,7 @@ class Broker(_Model):
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return object_key(self.namespace, self.name)
 
 
 class Contract(_Model):

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from eventferry.apis.broker import KAFKA, Broker
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import Destination
-from eventferry.apis.meta import Resource
+from eventferry.apis.meta import DEFAULT_NAMESPACE, Resource
 from eventferry.apis.trigger import Trigger
 from eventferry.contract.compile import Compiled, compile_contract
 from eventferry.contract.model import Contract, KafkaSettings
@@ -79,7 +79,7 @@ def parse(model: type[M], bodies: list[dict[str, Any]]) -> tuple[dict[Key, M], d
     models: dict[Key, M] = {}
     invalid: dict[Key, str] = {}
     for body in bodies:
-        key = (body["metadata"].get("namespace") or "default", body["metadata"]["name"])
+        key = (body["metadata"].get("namespace") or DEFAULT_NAMESPACE, body["metadata"]["name"])
         try:
             models[key] = model.model_validate({k: v for k, v in body.items() if k != "status"})
         except ValidationError as error:
@@ -424,4 +424,4 @@ class ContractReconciler:
 
 def _key(body: Mapping[str, Any]) -> Key:
     metadata = body["metadata"]
-    return (metadata.get("namespace") or "default", metadata["name"])
+    return (metadata.get("namespace") or DEFAULT_NAMESPACE, metadata["name"])

@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from eventferry.apis.meta import DEFAULT_NAMESPACE
 from eventferry.controller.kube import ApiClient, ApiError, resource_path
 from eventferry.resources.conditions import now_rfc3339
 
@@ -41,7 +42,7 @@ class EventRecorder:
 
     async def post(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         metadata = obj.get("metadata") or {}
-        namespace = metadata.get("namespace") or "default"
+        namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
         now = now_rfc3339()
         event = {
             "apiVersion": "v1", "kind": "Event",

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from eventferry.apis.duck import SecretKeySelector
 from eventferry.apis.kafkasource import KafkaSource
+from eventferry.apis.meta import DEFAULT_NAMESPACE
 from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.model import Delivery
@@ -73,7 +74,7 @@ class SourceReconciler:
 
     async def _reconcile(self, body: dict[str, Any]) -> None:
         kind, metadata = str(body["kind"]), body["metadata"]
-        namespace = metadata.get("namespace") or "default"
+        namespace = metadata.get("namespace") or DEFAULT_NAMESPACE
         try:
             source = MODELS[kind].model_validate({k: v for k, v in body.items() if k != "status"})
         except ValidationError as error:

@@ -12,6 +12,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from eventferry.apis.meta import object_key
 from eventferry.contract import model
 from eventferry.dataplane.memory import InMemoryBroker, MemoryLimits
 from eventferry.dataplane.metrics import DEFAULT_MAX_EVENT_TYPES, BrokerMetrics
@@ -65,7 +66,7 @@ class DataPlane:
         self.loaded = False
 
     def broker(self, namespace: str, name: str) -> BrokerRuntime | None:
-        return self.brokers.get(f"{namespace}/{name}")
+        return self.brokers.get(object_key(namespace, name))
 
     async def apply(self, contract: model.Contract) -> None:
         await self.sender.start()

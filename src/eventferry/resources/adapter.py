@@ -126,7 +126,7 @@ def _env(source: Source, sink_uri: str, delivery: Delivery | None, settings: Ada
         "K_SINK": sink_uri,
         "K_SOURCE_SPEC": json.dumps(spec, separators=(",", ":")),
         "K_SOURCE_NAME": source.metadata.name,
-        "K_SOURCE_NAMESPACE": source.metadata.namespace or "default",
+        "K_SOURCE_NAMESPACE": source.namespace,
         "K_SOURCE_UID": source.metadata.uid or "",
         "K_SECRETS_DIR": settings.secrets_dir,
         "K_METRICS_PORT": str(settings.metrics_port),
@@ -193,7 +193,7 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
         "kind": "Deployment",
         "metadata": {
             "name": deployment_name(source),
-            "namespace": source.metadata.namespace or "default",
+            "namespace": source.namespace,
             # The source's own labels first, as kopf.adopt would add them; ours win on a clash.
             "labels": {**(source.metadata.labels or {}), **pod_labels},
             "ownerReferences": [owner_reference(source)],
@@ -208,7 +208,7 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
 
 def ce_attributes(source: Source) -> list[dict[str, str]]:
     """The type and source of the events the adapter makes (status.ceAttributes, for discovery)."""
-    namespace, name = source.metadata.namespace or "default", source.metadata.name
+    namespace, name = source.namespace, source.metadata.name
     if isinstance(source, KafkaSource):
         return [{"type": "dev.knative.kafka.event",
                  "source": f"/apis/v1/namespaces/{namespace}/kafkasources/{name}#{topic}"}
