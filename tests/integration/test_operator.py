@@ -235,7 +235,7 @@ async def test_the_data_plane_follows_its_configmap_across_watch_restarts(cluste
     from eventferry.contract.model import Broker, Contract
     from eventferry.dataplane.contract_configmap import ConfigMapClient, ConfigMapContract
     from eventferry.dataplane.dataplane import DataPlane
-    from eventferry.kubeconn import ApiConnection
+    from eventferry.net.kubeconn import ApiConnection
     from eventferry.resources.contract import contract_config_map
 
     kube = cluster.kube

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings
 from eventferry.dataplane.server import Server
-from eventferry.embedded import Embedded
+from eventferry.embedded.runtime import Embedded
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from eventferry.httpserver import ProbeServer
+from eventferry.net.httpserver import ProbeServer
 
 log = logging.getLogger(__name__)
 

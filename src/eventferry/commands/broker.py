@@ -81,7 +81,7 @@ def _namespaced_name(text: str) -> tuple[str, str]:
 
 async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyncio.Event) -> None:
     from eventferry.dataplane.contract_configmap import ConfigMapClient, ConfigMapContract
-    from eventferry.kubeconn import ApiConnection
+    from eventferry.net.kubeconn import ApiConnection
     from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP
 
     namespace, name = args.configmap

@@ -50,10 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from eventferry.contract.manifests import ManifestError
     from eventferry.dataplane.dataplane import DataPlane
     from eventferry.dataplane.server import Server, stop_on_signals
-    from eventferry.embedded import Embedded
+    from eventferry.embedded.manifests import ManifestError
+    from eventferry.embedded.runtime import Embedded
 
     try:
         services = parse_services(args.service)
@@ -63,7 +63,7 @@ async def _main(args: argparse.Namespace) -> int:
     settings = dataplane_settings(args)
     bootstrap = settings.kafka_bootstrap_servers
     dataplane = DataPlane(settings)
-    from eventferry.display import ROUTES
+    from eventferry.embedded.display import ROUTES
 
     server = Server(dataplane, args.host, args.port, ROUTES if args.display else ())
     embedded = Embedded([Path(p) for p in args.filename], server, services, bootstrap, display=args.display)

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from eventferry.kubeconn import ApiConnection, ApiError
+from eventferry.net.kubeconn import ApiConnection, ApiError
 from eventferry.resources.names import FIELD_MANAGER
 
 JSON = "application/json"

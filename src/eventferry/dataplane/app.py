@@ -9,7 +9,7 @@ from aiohttp import web
 from eventferry.dataplane import ingress
 from eventferry.dataplane.dataplane import DataPlane
 from eventferry.dataplane.keys import DATAPLANE_KEY
-from eventferry.httpserver import probe_routes
+from eventferry.net.httpserver import probe_routes
 
 
 def _ready(dataplane: DataPlane) -> tuple[bool, str]:

@@ -27,7 +27,7 @@ import aiohttp
 
 from eventferry.contract.model import Contract
 from eventferry.dataplane.dataplane import DataPlane
-from eventferry.kubeconn import ApiConnection, ApiError
+from eventferry.net.kubeconn import ApiConnection, ApiError
 from eventferry.resources.contract import contract_from_data
 from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, PART_OF
 from eventferry.resources.readiness import report_patch

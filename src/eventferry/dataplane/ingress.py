@@ -20,7 +20,7 @@ from eventferry.dataplane.dataplane import BrokerRuntime, DataPlane
 from eventferry.dataplane.keys import DATAPLANE_KEY
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.http import from_http
-from eventferry.httpbody import BodyTooLarge, read_body
+from eventferry.net.httpbody import BodyTooLarge, read_body
 
 log = logging.getLogger(__name__)
 

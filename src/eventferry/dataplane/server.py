@@ -11,7 +11,7 @@ from aiohttp import web
 
 from eventferry.dataplane.app import build_app
 from eventferry.dataplane.dataplane import DataPlane
-from eventferry.httpserver import start_site
+from eventferry.net.httpserver import start_site
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import aiohttp
 
 from eventferry.events import CloudEvent
 from eventferry.events.http import to_binary, to_structured
-from eventferry.httpbody import read_prefix
+from eventferry.net.httpbody import read_prefix
 
 # Bytes of a response body kept for replies and for ``knativeerrordata``.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024

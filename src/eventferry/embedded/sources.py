@@ -20,8 +20,8 @@ from eventferry.adapters.config import MappingSecrets
 from eventferry.apis import KafkaSource, RocketMQSource
 from eventferry.apis.meta import DEFAULT_NAMESPACE
 from eventferry.contract.compile import effective_delivery
-from eventferry.contract.manifests import Manifests
 from eventferry.contract.resolve import Resolver, Unresolvable
+from eventferry.embedded.manifests import Manifests
 
 log = logging.getLogger("eventferry.run")
 

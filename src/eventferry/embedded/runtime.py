@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 
 from eventferry.contract.compile import Compiled, compile_contract
-from eventferry.contract.manifests import ManifestError, Manifests, load_manifests, manifest_files
 from eventferry.contract.resolve import Resolver
 from eventferry.dataplane.server import Server
-from eventferry.display import display_url
-from eventferry.embedded_sources import EmbeddedSources
+from eventferry.embedded.display import display_url
+from eventferry.embedded.manifests import ManifestError, Manifests, load_manifests, manifest_files
+from eventferry.embedded.sources import EmbeddedSources
 
 log = logging.getLogger("eventferry.run")
 
