@@ -130,8 +130,8 @@ def _kafka_settings(broker: Broker, namespace: str, config_maps: Mapping[tuple[s
 
 def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver: Resolver) -> model.Trigger:
     spec = trigger.spec
-    filters = [f.model_dump(by_alias=True, exclude_none=True) for f in spec.filters or []]
-    for item in spec.filters or []:
+    filters = list(spec.filters or [])
+    for item in filters:
         _check_cesql(item)
     return model.Trigger(
         namespace=namespace, name=trigger.metadata.name, uid=trigger.metadata.uid or "",

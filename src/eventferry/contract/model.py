@@ -8,13 +8,14 @@ plane never needs the cluster to route an event.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventferry.apis.delivery import DEFAULT_BACKOFF_DELAY, DEFAULT_BACKOFF_POLICY, DEFAULT_RETRY, DEFAULT_TIMEOUT
 from eventferry.apis.duration import parse_duration
 from eventferry.apis.meta import object_key
+from eventferry.apis.trigger import SubscriptionsAPIFilter
 
 BrokerClass = Literal["InMemory", "Kafka"]
 
@@ -46,7 +47,7 @@ class Trigger(_Model):
     subscriber: str
     # Exactly one of the two filter forms is used: a non-empty ``filters`` overrides ``attributes``.
     attributes: dict[str, str] = Field(default_factory=dict)
-    filters: list[dict[str, Any]] = Field(default_factory=list)
+    filters: list[SubscriptionsAPIFilter] = Field(default_factory=list)  # validated by the API model
     delivery: Delivery = Field(default_factory=Delivery)
     ordering: Literal["unordered", "ordered"] = "unordered"
 

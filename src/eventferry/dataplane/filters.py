@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
+from eventferry.apis.trigger import SubscriptionsAPIFilter
 from eventferry.cesql import compile_expression
 from eventferry.events.event import AttributeValue, attribute_text
 
@@ -20,7 +21,7 @@ Predicate = Callable[[Attributes], bool]
 
 
 class InvalidFilter(ValueError):
-    """A filter that cannot be compiled; the message names the dialect and the problem."""
+    """A CESQL expression that does not compile (in a contract that did not come from compile_contract)."""
 
 
 def _always(_: Attributes) -> bool:
@@ -56,41 +57,33 @@ def _always_text(_: str) -> bool:
     return True
 
 
-def compile_filter(spec: Mapping[str, Any]) -> Predicate:
-    """One Subscriptions API filter object: exactly one dialect."""
-    dialects = [key for key in spec if key in DIALECTS]
-    unknown = [key for key in spec if key not in DIALECTS]
-    if unknown:
-        raise InvalidFilter(f"unknown filter dialect(s) {unknown}: use one of {sorted(DIALECTS)}")
-    if len(dialects) != 1:
-        raise InvalidFilter(f"a filter must have exactly one dialect, found {dialects or 'none'}")
-    dialect = dialects[0]
-    return DIALECTS[dialect](spec[dialect])
+def compile_filter(spec: SubscriptionsAPIFilter) -> Predicate:
+    """One Subscriptions API filter. The API model checked its shape (one dialect, one attribute per
+    exact/prefix/suffix, string values) and the contract compiler its CESQL: nothing is checked twice."""
+    if spec.exact is not None:
+        return _all([_attribute_predicate(n, v.__eq__) for n, v in spec.exact.items()])
+    if spec.prefix is not None:
+        return _all([_attribute_predicate(n, _starts(v)) for n, v in spec.prefix.items()])
+    if spec.suffix is not None:
+        return _all([_attribute_predicate(n, _ends(v)) for n, v in spec.suffix.items()])
+    if spec.all_ is not None:
+        return _all([compile_filter(item) for item in spec.all_])
+    if spec.any_ is not None:
+        predicates = [compile_filter(item) for item in spec.any_]
+        return lambda attributes: any(p(attributes) for p in predicates)
+    if spec.not_ is not None:
+        inner = compile_filter(spec.not_)
+        return lambda attributes: not inner(attributes)
+    assert spec.cesql is not None
+    try:
+        expression = compile_expression(spec.cesql)
+    except ValueError as error:  # a contract that did not come from compile_contract
+        raise InvalidFilter(f"cesql: {error}") from None
+    return expression.matches
 
 
-def compile_filters(specs: Iterable[Mapping[str, Any]]) -> Predicate:
+def compile_filters(specs: Iterable[SubscriptionsAPIFilter]) -> Predicate:
     return _all([compile_filter(spec) for spec in specs])
-
-
-def _string_map(dialect: str, value: Any) -> Mapping[str, str]:
-    if not isinstance(value, Mapping) or not value:
-        raise InvalidFilter(f"{dialect}: expected a non-empty map of attribute name to value")
-    for name, expected in value.items():
-        if not isinstance(expected, str):
-            raise InvalidFilter(f"{dialect}: the value of {name!r} must be a string")
-    return value
-
-
-def _exact(value: Any) -> Predicate:
-    return _all([_attribute_predicate(n, v.__eq__) for n, v in _string_map("exact", value).items()])
-
-
-def _prefix(value: Any) -> Predicate:
-    return _all([_attribute_predicate(n, _starts(v)) for n, v in _string_map("prefix", value).items()])
-
-
-def _suffix(value: Any) -> Predicate:
-    return _all([_attribute_predicate(n, _ends(v)) for n, v in _string_map("suffix", value).items()])
 
 
 def _starts(prefix: str) -> Callable[[str], bool]:
@@ -101,45 +94,7 @@ def _ends(suffix: str) -> Callable[[str], bool]:
     return lambda text: text.endswith(suffix)
 
 
-def _list(dialect: str, value: Any) -> list[Predicate]:
-    if not isinstance(value, list):
-        raise InvalidFilter(f"{dialect}: expected a list of filters")
-    return [compile_filter(item) for item in value]
-
-
-def _all_dialect(value: Any) -> Predicate:
-    return _all(_list("all", value))
-
-
-def _any_dialect(value: Any) -> Predicate:
-    predicates = _list("any", value)
-    return lambda attributes: any(p(attributes) for p in predicates)
-
-
-def _not_dialect(value: Any) -> Predicate:
-    if not isinstance(value, Mapping):
-        raise InvalidFilter("not: expected one filter object")
-    inner = compile_filter(value)
-    return lambda attributes: not inner(attributes)
-
-
-def _cesql(value: Any) -> Predicate:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidFilter("cesql: expected a non-empty expression")
-    try:
-        expression = compile_expression(value)
-    except ValueError as error:
-        raise InvalidFilter(f"cesql: {error}") from None
-    return expression.matches
-
-
-DIALECTS: dict[str, Callable[[Any], Predicate]] = {
-    "exact": _exact, "prefix": _prefix, "suffix": _suffix,
-    "all": _all_dialect, "any": _any_dialect, "not": _not_dialect, "cesql": _cesql,
-}
-
-
-def required_exact(attributes: Mapping[str, str], filters: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+def required_exact(attributes: Mapping[str, str], filters: Sequence[SubscriptionsAPIFilter]) -> dict[str, str]:
     """Exact (name, value) pairs that every matching event must carry: the keys the index may use."""
     if filters:
         found: dict[str, str] = {}
@@ -148,12 +103,12 @@ def required_exact(attributes: Mapping[str, str], filters: Sequence[Mapping[str,
     return {name: value for name, value in attributes.items() if value != ""}
 
 
-def _collect_exact(filters: Sequence[Mapping[str, Any]], found: dict[str, str]) -> None:
+def _collect_exact(filters: Sequence[SubscriptionsAPIFilter], found: dict[str, str]) -> None:
     for spec in filters:
-        if isinstance(spec.get("exact"), Mapping):
-            found.update(spec["exact"])
-        elif isinstance(spec.get("all"), list):
-            _collect_exact(spec["all"], found)
+        if spec.exact is not None:
+            found.update(spec.exact)
+        elif spec.all_ is not None:
+            _collect_exact(spec.all_, found)
 
 
 T = TypeVar("T")
