@@ -180,7 +180,7 @@ class ContractReconciler:
         while True:
             # Without changes, a pass every `tick` notices data plane replicas that stopped reporting.
             await wait_event(self._wake, tick)
-            await self._settle()
+            await self._debounce()
             if time.monotonic() >= resync_at:
                 self.statuses.written.clear()
                 resync_at = time.monotonic() + RESYNC_SECONDS
@@ -194,7 +194,7 @@ class ContractReconciler:
             async with self._passed:
                 self._passed.notify_all()
 
-    async def _settle(self) -> None:
+    async def _debounce(self) -> None:
         """Returns once no poke came for ``debounce`` seconds, or ``debounce_max`` after the first."""
         deadline = time.monotonic() + self.config.debounce_max
         while True:

@@ -114,7 +114,7 @@ class ConsumerLoop:
         try:
             await self._fetch_and_dispatch(consumer)
         finally:
-            await self._settle()
+            await self._drain_on_stop()
             self._forget_all()
             self.consumer = None
 
@@ -305,7 +305,7 @@ class ConsumerLoop:
             self._forget(tp)
         self._paused.clear()
 
-    async def _settle(self) -> None:
+    async def _drain_on_stop(self) -> None:
         """Lets records in flight settle (up to the drain timeout), commits what settled, gives back the rest."""
         tasks = [task for group in self._tasks.values() for task in group]
         if tasks:
