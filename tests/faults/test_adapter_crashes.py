@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -15,11 +17,33 @@ from tests.env.servers import Kafka, RocketMQ
 from tests.integration import test_kafka_adapter as kafka_adapter
 from tests.integration import test_rocketmq_adapter as rocketmq_adapter
 from tests.support.processes import kill, wait_ready
-from tests.support.subscriber import Answer
+from tests.support.subscriber import Answer, Subscriber
 
 pytestmark = pytest.mark.faults
 
 KILLS = 4
+
+
+class Restartable:
+    """An adapter process that the test kills (SIGKILL) and starts again, as a kubelet would."""
+
+    def __init__(self, start: Callable[[], subprocess.Popen[bytes]], readyz: str) -> None:
+        self.start = start
+        self.readyz = readyz
+        self.proc = start()
+
+    async def kill_while_consuming(self, sink: Subscriber, count: int, timeout: float) -> list[int]:
+        """KILLS crashes, spread over the first two thirds of ``count`` deliveries; returns where each hit."""
+        await wait_ready(self.readyz, self.proc)
+        killed_at = []
+        for number in range(1, KILLS + 1):
+            await sink.wait_for(number * count // (KILLS + 2), timeout=timeout)
+            kill(self.proc)  # SIGKILL mid-stream: what was delivered since the last commit or ack is not recorded
+            killed_at.append(len(sink.received))
+            self.proc = self.start()
+            await wait_ready(self.readyz, self.proc)
+        assert len({r.event.id for r in sink.received}) < count, "the stream ended before the last kill"
+        return killed_at
 
 
 @pytest.mark.timeout(400)
@@ -28,27 +52,21 @@ async def test_kafka_adapter_killed_repeatedly_replays_and_skips_nothing(kafka: 
     count = 6000
     await kafka_adapter.produce(kafka, topic, [{"value": f"{i}".encode(), "key": f"k{i}".encode()}
                                                for i in range(count)])
-    killed_at = []
     async with kafka_adapter.sinks(lambda r, n: Answer(delay=0.002)) as (sink,):
         source = kafka_adapter.manifest(topic, kafka.bootstrap, sink.url)
         port = free_port()
         env = kafka_adapter.adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="200")
-        proc = kafka_adapter.start_adapter(env, tmp_path / "adapter.log")
+        adapter = Restartable(lambda: kafka_adapter.start_adapter(env, tmp_path / "adapter.log"),
+                              f"http://127.0.0.1:{port}/readyz")
         try:
-            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
-            for number in range(1, KILLS + 1):
-                await sink.wait_for(number * count // (KILLS + 2), timeout=60)
-                kill(proc)  # SIGKILL mid-stream: no chance to commit what it delivered since the last commit
-                killed_at.append(len(sink.received))
-                proc = kafka_adapter.start_adapter(env, tmp_path / "adapter.log")
-                await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
-            assert len({r.event.id for r in sink.received}) < count, "the stream ended before the last kill"
+            killed_at = await adapter.kill_while_consuming(sink, count, timeout=60)
             await kafka_adapter.distinct(sink, count, timeout=120)
             async with aiohttp.ClientSession() as session, \
                     session.get(f"http://127.0.0.1:{port}/metrics") as response:
                 metrics = await response.text()
         finally:
-            kill(proc, signal.SIGTERM)
+            kill(adapter.proc, signal.SIGTERM)
+    proc = adapter.proc
     ids = collections.Counter(r.event.id for r in sink.received)
     duplicates = sum(n - 1 for n in ids.values())
     values = {r.event.data for r in sink.received}
@@ -75,26 +93,21 @@ async def test_rocketmq_adapter_killed_repeatedly_redelivers_and_skips_nothing(r
     topic = f"src-crash-{tmp_path.name[-8:]}".replace("_", "-")
     await asyncio.to_thread(rocketmq.create_topic, topic, 4, "NORMAL")
     count = 3000
-    killed_at = []
     async with rocketmq_adapter.sinks(lambda r, n: Answer(delay=0.002)) as (sink,):
         source = rocketmq_adapter.manifest(topic, rocketmq.endpoint, sink.url)
         port = free_port()
         env = rocketmq_adapter.adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="100")
-        proc = rocketmq_adapter.start_adapter(env, tmp_path / "adapter.log")
+        adapter = Restartable(lambda: rocketmq_adapter.start_adapter(env, tmp_path / "adapter.log"),
+                              f"http://127.0.0.1:{port}/readyz")
         try:
-            await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+            await wait_ready(adapter.readyz, adapter.proc)
             messages = [rocketmq_adapter.message(topic, f"{i}".encode()) for i in range(count)]
             sent = await rocketmq_adapter.send(rocketmq, topic, messages)
-            for number in range(1, KILLS + 1):
-                await sink.wait_for(number * count // (KILLS + 2), timeout=90)
-                kill(proc)  # SIGKILL mid-stream: received messages stay unacknowledged
-                killed_at.append(len(sink.received))
-                proc = rocketmq_adapter.start_adapter(env, tmp_path / "adapter.log")
-                await wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
-            assert len({r.event.id for r in sink.received}) < count, "the stream ended before the last kill"
+            killed_at = await adapter.kill_while_consuming(sink, count, timeout=90)
             await rocketmq_adapter.distinct(sink, count, timeout=150)
         finally:
-            kill(proc, signal.SIGTERM, timeout=30)
+            kill(adapter.proc, signal.SIGTERM, timeout=30)
+    proc = adapter.proc
     ids = collections.Counter(r.event.id for r in sink.received)
     duplicates = sum(n - 1 for n in ids.values())
     missing = set(sent) - set(ids)

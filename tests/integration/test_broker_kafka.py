@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.env.ports import free_port
 from tests.env.servers import Kafka
+from tests.support import manifests as support_manifests
 from tests.support.broker import RunningBroker, start_broker
 from tests.support.processes import kill, start_eventferry
 from tests.support.subscriber import Answer, Subscriber
@@ -28,23 +29,7 @@ pytestmark = pytest.mark.integration
 
 
 def manifests(broker: str, kafka: Kafka, triggers: str) -> str:
-    return f"""
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: {broker}-config}}
-data:
-  bootstrap.servers: "{kafka.bootstrap}"
-  default.topic.partitions: "3"
-  default.topic.replication.factor: "1"
----
-apiVersion: eventferry.dev/v1alpha1
-kind: Broker
-metadata:
-  name: {broker}
-  annotations: {{eventferry.dev/broker.class: Kafka}}
-spec:
-  config: {{apiVersion: v1, kind: ConfigMap, name: {broker}-config}}
-{triggers}"""
+    return "\n" + support_manifests.broker(broker, "Kafka", kafka.bootstrap) + triggers
 
 
 def trigger(name: str, broker: str, subscriber: str, extra: str = "", annotations: str = "") -> str:
