@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+PORTS_FROM = 20000  # servers of the tests take ports from here up to the ephemeral range
+_random = random.Random()
 
 
 def _port_is_free(port: int) -> bool:
@@ -16,8 +20,29 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (and for bind to port 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port the kernel picks for bind(0) comes from the ephemeral range, which it also uses as the
+    source port of outgoing connections: between the test choosing it and a server (a JVM, seconds
+    later) binding it, a client connection could take it ("Address already in use"). Below that range
+    only other chosen ports compete, and each is checked free when chosen.
+    """
+    low = _ephemeral_range()[0]
+    for _ in range(500):
+        port = _random.randrange(PORTS_FROM, low)
+        if _port_is_free(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # a crowded machine: let the kernel pick
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
 
