@@ -131,6 +131,7 @@ spec:
     print(f"\nhostile ingress: answers {dict(sorted(statuses.items()))}; RSS {start_rss:.0f} MiB at start, "
           f"peak {peak:.0f} MiB with {FLOOD} idle connections, {SLOW_CLIENTS} slow clients and {GOOD_EVENTS} good "
           "events delivered")
-    assert all(400 <= status < 500 for status in statuses), statuses
+    # 0: the server closed a hostile connection before its answer could be read (never a 5xx)
+    assert all(400 <= status < 500 or status == 0 for status in statuses), statuses
     assert peak < RSS_LIMIT_MIB, f"RSS peaked at {peak:.0f} MiB"
     assert {r.event.id for r in sub.received} >= {f"good-{i}" for i in range(GOOD_EVENTS)}

@@ -43,23 +43,34 @@ def request_head(path: str, headers: list[tuple[bytes, bytes]], *, chunked: bool
 async def send_raw(port: int, path: str, headers: list[tuple[bytes, bytes]], body: bytes, *, chunk: int = 0,
                    pause: float = 0.0, chunked: bool = False, timeout: float = 60) -> RawAnswer:
     """POSTs ``body``; with ``chunk``, in pieces of that size (``pause`` seconds apart), as chunked encoding
-    when ``chunked``, else under one Content-Length."""
+    when ``chunked``, else under one Content-Length.
+
+    The answer is read while the request is still being written: a server that refuses early (413, 431,
+    400) answers and closes, and the write that fails next must not lose that answer. Status 0 means the
+    server closed the connection before any answer could be read."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answer = asyncio.ensure_future(read_answer(reader, timeout))
     try:
         step = chunk or max(1, len(body))
         try:
             writer.write(request_head(path, headers, chunked=chunked, length=None if chunked else len(body)))
             for start in range(0, len(body), step):
+                if answer.done():
+                    break  # answered already (refused): the rest is not wanted
                 piece = body[start:start + step]
                 writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
                 await writer.drain()
                 if pause:
                     await asyncio.sleep(pause)
-            if chunked:
+            if chunked and not answer.done():
                 writer.write(b"0\r\n\r\n")
             await writer.drain()
         except ConnectionError:
-            pass  # the server answered early (413, 408) and closed: its answer is waiting to be read
-        return await read_answer(reader, timeout)
+            pass  # the server answered early (413, 408) and closed: its answer is read below
+        try:
+            return await answer
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return RawAnswer(0, {}, b"")
     finally:
+        answer.cancel()
         writer.close()
