@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from eventferry.apis.meta import DEFAULT_NAMESPACE
+
+if TYPE_CHECKING:  # the data plane is imported only by the commands that run it
+    from eventferry.dataplane.dataplane import DataPlaneSettings
 
 
 def add_logging(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +49,8 @@ def add_ingress_limits(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
 
 
-def dataplane_settings(args: argparse.Namespace, role: Literal["all", "ingress", "dispatcher"] = "all") -> Any:
+def dataplane_settings(args: argparse.Namespace,
+                       role: Literal["all", "ingress", "dispatcher"] = "all") -> DataPlaneSettings:
     """The data plane's settings from the options of ``run`` and ``broker`` (``add_ingress_limits``)."""
     from eventferry.dataplane.dataplane import DataPlaneSettings, replica_instance_id
 

@@ -49,7 +49,6 @@ H_ATTEMPTS = "eventferry-attempts"
 H_NOT_BEFORE = "eventferry-not-before"  # epoch milliseconds
 H_STAGE = "eventferry-stage"  # "subscriber" or "dead-letter"
 RETRY_HEADERS = (H_TRIGGER, H_ATTEMPTS, H_NOT_BEFORE, H_STAGE)
-DEAD_LETTER_RETRY_CAP = 60.0  # seconds between tries of a dead-letter sink that keeps failing
 
 
 @dataclass(frozen=True)
@@ -257,8 +256,7 @@ class KafkaBroker:
         while True:
             attempts = attempts_before + 1
             attempt = await self.trigger_delivery.attempt(trigger, event, stage)
-            step = next_step(attempt, attempts, trigger.delivery, stage, exhausted="keep-dead-letters",
-                             kept_wait_max=DEAD_LETTER_RETRY_CAP)
+            step = next_step(attempt, attempts, trigger.delivery, stage, exhausted="keep-dead-letters")
             if isinstance(step, Delivered):
                 outcome = "delivered" if step.stage == "subscriber" else "dead_lettered"
                 self.trigger_delivery.record(trigger, event, outcome, attempt.status)
@@ -326,8 +324,7 @@ class KafkaBroker:
                 return
             # In place, one record at a time (ordering); a failing dead-letter sink holds the partition
             # rather than letting the event be skipped.
-            result = await self.trigger_delivery.deliver(compiled.spec, event, exhausted="keep-dead-letters",
-                                                    kept_wait_max=DEAD_LETTER_RETRY_CAP)
+            result = await self.trigger_delivery.deliver(compiled.spec, event, exhausted="keep-dead-letters")
             self.trigger_delivery.record(compiled.spec, event, result.outcome.value, result.last.status)
 
         return handle

@@ -26,7 +26,7 @@ from eventferry.dataplane.metrics import BrokerMetrics
 from eventferry.delivery import Outcome, Result, Sender, deliver
 from eventferry.delivery.deliver import ReplyHandler, ReplyRejected, attempt_once
 from eventferry.delivery.sender import Attempt
-from eventferry.delivery.steps import KEPT_WAIT_MAX, Exhausted, Stage
+from eventferry.delivery.steps import Exhausted, Stage
 from eventferry.events import CloudEvent
 from eventferry.events.event import attribute_text
 
@@ -54,8 +54,7 @@ class TriggerDelivery:
         self.metrics = metrics
         self.reingest = reingest
 
-    async def deliver(self, trigger: model.Trigger, event: CloudEvent, *, exhausted: Exhausted = "drop",
-                       kept_wait_max: float = KEPT_WAIT_MAX) -> Result:
+    async def deliver(self, trigger: model.Trigger, event: CloudEvent, *, exhausted: Exhausted = "drop") -> Result:
         """A whole delivery in process: attempts, retries and the dead-letter sink as ``next_step`` decides."""
         outgoing, headers, on_reply = self._prepare(trigger, event)
 
@@ -64,7 +63,7 @@ class TriggerDelivery:
                                         str(attempt.status or 0)).inc()
 
         return await deliver(self.sender, outgoing, trigger.subscriber, trigger.delivery, headers=headers,
-                             on_reply=on_reply, on_retry=on_retry, exhausted=exhausted, kept_wait_max=kept_wait_max)
+                             on_reply=on_reply, on_retry=on_retry, exhausted=exhausted)
 
     async def attempt(self, trigger: model.Trigger, event: CloudEvent, stage: Stage = "subscriber") -> Attempt:
         """One attempt at the subscriber (its reply stored) or, for a dead letter, at the dead-letter sink."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from eventferry.contract.model import Delivery
 from eventferry.delivery.sender import MAX_RESPONSE_BYTES, Attempt, Sender
-from eventferry.delivery.steps import KEPT_WAIT_MAX, DeadLetter, Delivered, Drop, Exhausted, Stage, next_step
+from eventferry.delivery.steps import DeadLetter, Delivered, Drop, Exhausted, Stage, next_step
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.http import claims_cloudevent, from_http
 
@@ -50,7 +50,7 @@ Pause = Callable[[float], Awaitable[None]]
 async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, *,
                   headers: dict[str, str] | None = None, on_reply: ReplyHandler | None = None,
                   on_retry: RetryObserver | None = None, replies: bool = True, stage: Stage = "subscriber",
-                  exhausted: Exhausted = "drop", kept_wait_max: float = KEPT_WAIT_MAX,
+                  exhausted: Exhausted = "drop",
                   pause: Pause = asyncio.sleep) -> Result:
     """Sends ``event`` to ``url`` as ``next_step`` decides: retries, then the dead-letter sink with the same
     policy; what happens once both are spent is ``exhausted`` (see ``eventferry.delivery.steps``).
@@ -67,7 +67,7 @@ async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Deliver
         total += 1
         attempt, reply = await attempt_once(sender, current, target, delivery, headers=headers, replies=replies,
                                             on_reply=on_reply if stage == "subscriber" else None)
-        step = next_step(attempt, attempts, delivery, stage, exhausted, kept_wait_max)
+        step = next_step(attempt, attempts, delivery, stage, exhausted)
         if isinstance(step, Delivered):
             if step.stage == "subscriber":
                 return Result(Outcome.DELIVERED, total, attempt, reply)
