@@ -12,7 +12,7 @@ fi
 echo "[test] installing eventferry with its dev extras"
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 
-echo "[test] provisioning the test servers (etcd, kube-apiserver, helm, kubectl, Kafka, RocketMQ)"
+echo "[test] provisioning the test servers (etcd, kube-apiserver, kube-controller-manager, KEDA, helm, kubectl, Kafka, RocketMQ)"
 .venv/bin/python -m tests.env provision
 
 echo "[test] ruff"

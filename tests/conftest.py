@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.env.servers import Kafka, KubeAPI, RocketMQ, Server
+from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers, RocketMQ, Server
 from tests.support.subscriber import Subscriber
 
 
@@ -22,9 +22,10 @@ class TestEnvironment:
         self.root = root
         self.servers: dict[str, Server] = {}
 
-    def get(self, kind: type[Server], name: str) -> Server:
+    def get(self, kind: type[Server], name: str, *needs: Server) -> Server:
+        """``needs``: servers this one runs against (kube-controller-manager and KEDA: the KubeAPI)."""
         if name not in self.servers:
-            self.servers[name] = kind.start(self.root / name)  # type: ignore[attr-defined]
+            self.servers[name] = kind.start(self.root / name, *needs)  # type: ignore[attr-defined]
         return self.servers[name]
 
     def log_tails(self) -> str:
@@ -58,6 +59,22 @@ def testenv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestEnvironmen
 def kube_api(testenv: TestEnvironment) -> KubeAPI:
     server = testenv.get(KubeAPI, "kube")
     assert isinstance(server, KubeAPI)
+    return server
+
+
+@pytest.fixture(scope="session")
+def kube_controllers(testenv: TestEnvironment, kube_api: KubeAPI) -> KubeControllers:
+    """kube-controller-manager for the session's API server: Deployments, ReplicaSets, HPAs, GC, namespaces."""
+    server = testenv.get(KubeControllers, "kube-controllers", kube_api)
+    assert isinstance(server, KubeControllers)
+    return server
+
+
+@pytest.fixture(scope="session")
+def keda(testenv: TestEnvironment, kube_api: KubeAPI, kube_controllers: KubeControllers) -> Keda:
+    """KEDA's CRDs, operator and metrics API server (APIService v1beta1.external.metrics.k8s.io)."""
+    server = testenv.get(Keda, "keda", kube_api)
+    assert isinstance(server, Keda)
     return server
 
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 from tests.env import provision
 from tests.env.process import kill_group
-from tests.env.servers import Kafka, KubeAPI, RocketMQ, Server
+from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers, RocketMQ, Server
 
-COMPONENTS: dict[str, type[Server]] = {"kube": KubeAPI, "kafka": Kafka, "rocketmq": RocketMQ}
+COMPONENTS: dict[str, type[Server]] = {"kube": KubeAPI, "kafka": Kafka, "rocketmq": RocketMQ,
+                                       "kube-controllers": KubeControllers, "keda": Keda}
+NEEDS: dict[str, tuple[str, ...]] = {"kube-controllers": ("kube",), "keda": ("kube", "kube-controllers")}
 
 
 def sandbox_dir() -> Path:
@@ -67,9 +69,15 @@ def up(components: list[str]) -> SandboxState:
         down()
     directory.mkdir(parents=True, exist_ok=True)
     state = SandboxState(directory, {}, {}, {})
+    started: dict[str, Server] = {}
     for name in components:
+        missing = [need for need in NEEDS.get(name, ()) if need not in started]
+        if missing:
+            raise RuntimeError(f"{name} needs {', '.join(missing)} started before it (list them first)")
         provision.progress(f"starting {name}")
-        server = COMPONENTS[name].start(directory / name)  # type: ignore[attr-defined]
+        needs = [started[need] for need in NEEDS.get(name, ()) if need == "kube"]
+        server = COMPONENTS[name].start(directory / name, *needs)  # type: ignore[attr-defined]
+        started[name] = server
         state.exports.update(server.exports())
         for proc in server.processes:
             state.process_groups[proc.name] = proc.pid

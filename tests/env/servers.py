@@ -6,16 +6,21 @@ its own process group; ``stop()`` leaves no process behind.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import contextlib
 import json
+import os
 import ssl
 import subprocess
 import textwrap
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.env import provision
 from tests.env.ports import LOOPBACK, free_port, free_port_block, wait_for_port
@@ -55,6 +60,7 @@ class Server:
 # --- Kubernetes API: etcd + kube-apiserver (the envtest model: no kubelet, no controllers) ---------
 
 ADMIN_TOKEN_USER = "eventferry-admin"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass
@@ -97,6 +103,9 @@ class KubeAPI(Server):
         sa_key = certs / "sa.key"
         if not sa_key.exists():
             subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
+        if not (certs / "front-proxy-client.crt").exists():
+            _openssl_ca(certs / "front-proxy-ca", "eventferry-front-proxy-ca")
+            _openssl_cert(certs / "front-proxy-ca", certs / "front-proxy-client", FRONT_PROXY_CLIENT, "clientAuth", [])
         self.token = uuid.uuid4().hex
         tokens = certs / "tokens.csv"
         tokens.write_text(f'{self.token},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},"system:masters"\n')
@@ -111,6 +120,12 @@ class KubeAPI(Server):
             "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
             # Loopback may not back the "kubernetes" Service endpoints; nothing here needs them.
             "--endpoint-reconciler-type=none", "--enable-priority-and-fairness=false", "--v=0",
+            # API aggregation (APIServices such as KEDA's external metrics): the front proxy's client certificate.
+            f"--requestheader-client-ca-file={certs / 'front-proxy-ca.crt'}",
+            f"--proxy-client-cert-file={certs / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={certs / 'front-proxy-client.key'}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}", "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group", "--requestheader-extra-headers-prefix=X-Remote-Extra-",
         ], self.workdir / "kube-apiserver.log")
         self.processes.append(apiserver)
         apiserver.wait_until(self._ready, 120, "ready (GET /readyz)")
@@ -144,6 +159,207 @@ class KubeAPI(Server):
 
     def exports(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        """Runs kubectl against this API server; fails with its output when kubectl fails."""
+        done = subprocess.run([provision.kubectl(), *args], input=stdin, capture_output=True, text=True,
+                              env=dict(os.environ, KUBECONFIG=str(self.kubeconfig)), timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        """GET ``path`` on the API server as the admin, the answer as JSON."""
+        request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _openssl_ca(stem: Path, common_name: str) -> None:
+    """A self-signed CA: ``<stem>.crt`` and ``<stem>.key``."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", f"/CN={common_name}",
+             "-keyout", f"{stem}.key", "-out", f"{stem}.crt")
+
+
+def _openssl_cert(ca: Path, stem: Path, common_name: str, usage: str, sans: list[str]) -> None:
+    """``<stem>.crt``/``<stem>.key`` signed by the CA ``<ca>.crt``; ``usage`` is serverAuth, clientAuth or both."""
+    ext = stem.with_suffix(".ext")
+    lines = ["basicConstraints=CA:FALSE", "keyUsage=digitalSignature,keyEncipherment", f"extendedKeyUsage={usage}"]
+    if sans:
+        lines.append("subjectAltName=" + ",".join(sans))
+    ext.write_text("\n".join(lines) + "\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={common_name}", "-keyout", f"{stem}.key",
+             "-out", f"{stem}.csr")
+    _openssl("x509", "-req", "-in", f"{stem}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+             "-days", "3650", "-extfile", str(ext), "-out", f"{stem}.crt")
+
+
+# --- kube-controller-manager against a running KubeAPI (Deployments, ReplicaSets, HPAs, GC) -----------
+
+KUBE_CONTROLLERS = ("deployment-controller", "replicaset-controller", "horizontal-pod-autoscaler-controller",
+                    "garbage-collector-controller", "namespace-controller", "endpointslice-controller",
+                    "serviceaccount-controller")
+
+
+@dataclass
+class KubeControllers(Server):
+    """kube-controller-manager with the controllers the elasticity tests need; Pods stay Pending (no kubelet)."""
+
+    port: int = 0
+
+    @classmethod
+    def start(cls, workdir: Path, kube: KubeAPI) -> KubeControllers:
+        workdir.mkdir(parents=True, exist_ok=True)
+        binary = provision.KUBE_CONTROLLER_MANAGER.ensure()
+        server = cls(workdir=workdir, port=free_port())
+        certs = kube.workdir / "certs"
+        proc = ManagedProcess("kube-controller-manager", [
+            str(binary), f"--kubeconfig={kube.kubeconfig}", f"--authentication-kubeconfig={kube.kubeconfig}",
+            f"--authorization-kubeconfig={kube.kubeconfig}", f"--service-account-private-key-file={certs / 'sa.key'}",
+            f"--root-ca-file={certs / 'apiserver.crt'}", f"--controllers={','.join(KUBE_CONTROLLERS)}",
+            f"--bind-address={LOOPBACK}", f"--secure-port={server.port}", f"--cert-dir={workdir / 'certs'}",
+            "--leader-elect=false", "--use-service-account-credentials=false",
+            "--horizontal-pod-autoscaler-sync-period=5s",
+            "--horizontal-pod-autoscaler-downscale-stabilization=15s",
+            "--horizontal-pod-autoscaler-initial-readiness-delay=1s",
+            "--concurrent-gc-syncs=5", "--v=1",
+        ], workdir / "kube-controller-manager.log")
+        server.processes.append(proc)
+        try:
+            proc.wait_until(lambda: _https_ok(f"https://{LOOPBACK}:{server.port}/healthz"), 60, "healthy (GET /healthz)")
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def exports(self) -> dict[str, str]:
+        return {}
+
+
+# --- KEDA: operator and metrics API server as local processes, reached through an APIService ----------
+
+KEDA_NAMESPACE = "keda"
+KEDA_METRICS_SERVICE = "keda-metrics-apiserver"
+EXTERNAL_METRICS_APISERVICE = "v1beta1.external.metrics.k8s.io"
+
+
+@dataclass
+class Keda(Server):
+    """KEDA's CRDs installed, keda-operator and keda-metrics-apiserver running against ``kube``.
+
+    The APIService ``v1beta1.external.metrics.k8s.io`` is backed by a Service of type ExternalName
+    (``localhost``): the aggregator dials ``localhost:<port>``, the metrics server on loopback, and checks its
+    certificate for ``keda-metrics-apiserver.keda.svc``. Operator and metrics server talk gRPC over mutual TLS
+    with certificates generated here (``--enable-cert-rotation=false``: nothing is written into a Secret).
+    """
+
+    kube: KubeAPI | None = None
+    metrics_port: int = 0
+    grpc_port: int = 0
+
+    @classmethod
+    def start(cls, workdir: Path, kube: KubeAPI) -> Keda:
+        workdir.mkdir(parents=True, exist_ok=True)
+        bundle = provision.KEDA
+        bundle.ensure()
+        server = cls(workdir=workdir, kube=kube, metrics_port=free_port(), grpc_port=free_port())
+        try:
+            server._install(bundle.crds)
+            certs = server._certificates()
+            env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig), WATCH_NAMESPACE="",
+                       POD_NAMESPACE=KEDA_NAMESPACE, KEDA_CLUSTER_OBJECT_NAMESPACE=KEDA_NAMESPACE)
+            probe = free_port()
+            operator = ManagedProcess("keda-operator", [
+                str(bundle.operator), f"--kubeconfig={kube.kubeconfig}", "--leader-elect=false",
+                f"--metrics-bind-address={LOOPBACK}:{free_port()}", f"--health-probe-bind-address={LOOPBACK}:{probe}",
+                f"--metrics-service-bind-address={LOOPBACK}:{server.grpc_port}", f"--cert-dir={certs}",
+                "--enable-cert-rotation=false", "--enable-webhook-patching=false", "--enable-apiservice-patching=false",
+                f"--ca-dir={certs}", "--zap-log-level=info", "--zap-encoder=console",
+            ], workdir / "keda-operator.log", cwd=workdir, env=env)
+            server.processes.append(operator)
+            operator.wait_until(lambda: _http_ok(f"http://{LOOPBACK}:{probe}/readyz"), 90, "ready (GET /readyz)")
+            adapter = ManagedProcess("keda-metrics-apiserver", [
+                str(bundle.metrics_apiserver), f"--kubeconfig={kube.kubeconfig}",
+                f"--lister-kubeconfig={kube.kubeconfig}",
+                f"--authentication-kubeconfig={kube.kubeconfig}", f"--authorization-kubeconfig={kube.kubeconfig}",
+                f"--bind-address={LOOPBACK}", f"--secure-port={server.metrics_port}", f"--cert-dir={certs}",
+                f"--tls-cert-file={certs / 'tls.crt'}", f"--tls-private-key-file={certs / 'tls.key'}",
+                f"--metrics-service-address={LOOPBACK}:{server.grpc_port}",
+                f"--metrics-service-grpc-authority={LOOPBACK}", f"--port={free_port()}",
+                "--zap-log-level=info", "--zap-encoder=console",
+            ], workdir / "keda-metrics-apiserver.log", cwd=workdir, env=env)
+            server.processes.append(adapter)
+            adapter.wait_until(lambda: wait_for_port(server.metrics_port, 0.5), 90, "listening")
+            server._register_apiservice(certs / "ca.crt")
+            adapter.wait_until(server._apiservice_available, 90, f"serving APIService {EXTERNAL_METRICS_APISERVICE}")
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def _install(self, crds: Path) -> None:
+        assert self.kube is not None
+        self.kube.kubectl("apply", "--server-side", "-f", str(crds))
+        self.kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+        self.kube.kubectl("apply", "-f", "-", stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KEDA_NAMESPACE}}))
+
+    def _certificates(self) -> Path:
+        """ca.crt, tls.crt and tls.key as KEDA's gRPC (mutual TLS) and the metrics API server read them."""
+        certs = self.workdir / "certs"
+        certs.mkdir(exist_ok=True)
+        if not (certs / "tls.crt").exists():
+            _openssl_ca(certs / "ca", "eventferry-keda-ca")
+            sans = ["DNS:localhost", f"IP:{LOOPBACK}", f"DNS:{KEDA_METRICS_SERVICE}.{KEDA_NAMESPACE}.svc",
+                    f"DNS:keda-operator.{KEDA_NAMESPACE}.svc"]
+            _openssl_cert(certs / "ca", certs / "tls", "keda", "serverAuth,clientAuth", sans)
+        return certs
+
+    def _register_apiservice(self, ca: Path) -> None:
+        assert self.kube is not None
+        service = {"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": KEDA_METRICS_SERVICE, "namespace": KEDA_NAMESPACE},
+                   # ExternalName: no cluster IP, the aggregator dials localhost:<port> itself.
+                   "spec": {"type": "ExternalName", "externalName": "localhost",
+                            "ports": [{"name": "https", "port": self.metrics_port, "protocol": "TCP"}]}}
+        apiservice = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                      "metadata": {"name": EXTERNAL_METRICS_APISERVICE},
+                      "spec": {"group": "external.metrics.k8s.io", "version": "v1beta1",
+                               "groupPriorityMinimum": 100, "versionPriority": 100,
+                               "caBundle": base64.b64encode(ca.read_bytes()).decode(),
+                               "service": {"name": KEDA_METRICS_SERVICE, "namespace": KEDA_NAMESPACE,
+                                           "port": self.metrics_port}}}
+        self.kube.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                "items": [service, apiservice]}))
+
+    def _apiservice_available(self) -> bool:
+        assert self.kube is not None
+        item = self.kube.get_json(f"/apis/apiregistration.k8s.io/v1/apiservices/{EXTERNAL_METRICS_APISERVICE}")
+        conditions = item.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Available" and c["status"] == "True" for c in conditions)
+
+    def external_metric(self, namespace: str, metric: str, scaled_object: str) -> dict[str, Any]:
+        """The external metric as the HPA controller reads it, through the API server's aggregator."""
+        assert self.kube is not None
+        selector = urllib.parse.quote(f"scaledobject.keda.sh/name={scaled_object}")
+        return self.kube.get_json(f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
+                                  f"?labelSelector={selector}")
+
+    def stop(self) -> None:
+        super().stop()
+        if self.kube is not None and self.kube.processes:
+            # The API server outlives KEDA in a session: an APIService nobody serves would fail discovery.
+            with contextlib.suppress(Exception):
+                self.kube.kubectl("delete", "apiservice", EXTERNAL_METRICS_APISERVICE, "--ignore-not-found",
+                                  "--wait=false", timeout=20)
+
+    def exports(self) -> dict[str, str]:
+        return {}
 
 
 # --- Kafka: one KRaft node, broker and controller in one JVM ------------------------------------------
@@ -348,4 +564,13 @@ class RocketMQ(Server):
 
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as resp:
+        return bool(resp.status == 200)
+
+
+def _https_ok(url: str) -> bool:
+    """A self-signed loopback server (its certificate is generated at start-up and not checked here)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(url, timeout=2, context=context) as resp:
         return bool(resp.status == 200)

@@ -25,6 +25,7 @@ def test_go_modules_build_the_pinned_versions() -> None:
     assert required("kube", "k8s.io/kubernetes") == versions.KUBERNETES
     assert required("etcd", "go.etcd.io/etcd/server/v3") == versions.ETCD
     assert required("helm", "helm.sh/helm/v3") == versions.HELM
+    assert required("keda", "github.com/kedacore/keda/v2") == versions.KEDA
 
 
 def test_every_kubernetes_staging_module_is_replaced_by_the_pinned_version() -> None:
