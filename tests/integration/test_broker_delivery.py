@@ -14,6 +14,7 @@ import pytest
 from eventferry.dataplane.dataplane import DataPlaneSettings
 from eventferry.dataplane.memory import MemoryLimits
 from tests.support.broker import RunningBroker, start_broker
+from tests.support.pacing import Meter
 from tests.support.subscriber import Answer, Received, Subscriber
 
 pytestmark = pytest.mark.integration
@@ -306,3 +307,36 @@ async def test_structured_format_delivery(tmp_path: Path, running: list, sub: Su
     [got] = await sub.wait_for(1)
     assert got.headers["content-type"].startswith("application/cloudevents+json")
     assert json.loads(got.event.data or b"") == {"n": 1}
+
+
+async def test_a_paced_trigger_gets_its_pace_while_an_unpaced_one_keeps_full_speed(tmp_path: Path,
+                                                                                   running: list) -> None:
+    meter = Meter("/paced", delay=0.1)
+    sub = await Subscriber(meter.script).start()
+    try:
+        pacing = "  pacing: {maxConcurrency: 2, rate: 10, burst: 1}"
+        broker = await start(tmp_path, running, BROKER + trigger("paced", f"{sub.url}/paced", pacing)
+                             + trigger("free", f"{sub.url}/free"))
+        started = time.monotonic()
+        async with aiohttp.ClientSession() as session:
+            for i in range(30):
+                headers = {"ce-specversion": "1.0", "ce-id": f"e{i}", "ce-source": "/t", "ce-type": "t"}
+                async with session.post(broker.url(), headers=headers) as resp:
+                    assert resp.status == 202
+        await sub.wait_for(30, "/free", timeout=5)
+        free_took = time.monotonic() - started
+        metrics = await broker.metrics_text()
+        waiting = [line for line in metrics.splitlines()
+                   if line.startswith("eventferry_trigger_events_waiting") and 'trigger="paced"' in line]
+        assert waiting and float(waiting[0].split()[-1]) > 10  # the rest waits in the broker
+        await sub.wait_for(30, "/paced", timeout=10)
+        paced_took = time.monotonic() - started
+        assert free_took < 2.0  # not slowed by its paced neighbour
+        assert meter.peak <= 2
+        assert 8 <= meter.rate() <= 10.5  # 10 a second, never more
+        assert paced_took >= 2.8  # 30 events at 10/s: the peak was shaved
+        assert len({r.event.id for r in sub.at("/paced")}) == 30  # nothing lost, no retry spent
+        assert not [line for line in metrics.splitlines()  # waiting is not a failed attempt
+                    if line.startswith("eventferry_trigger_events_retried_total{") and 'trigger="paced"' in line]
+    finally:
+        await sub.stop()

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.env.ports import free_port
 from tests.env.servers import Kafka
 from tests.support import manifests as support_manifests
 from tests.support.broker import RunningBroker, start_broker
+from tests.support.pacing import Meter
 from tests.support.processes import kill, start_eventferry
 from tests.support.subscriber import Answer, Subscriber
 
@@ -286,4 +287,73 @@ async def test_an_ordered_trigger_sees_events_sent_right_after_readiness_even_ac
         assert {r.event.id for r in got} >= {f"first-{i:02d}" for i in range(32)}
     finally:
         kill(proc, signal.SIGTERM)
+        await sub.stop()
+
+
+async def test_a_paced_trigger_waits_in_the_log_and_holds_back_no_other_trigger(
+        kafka: Kafka, tmp_path: Path, brokers: list[RunningBroker]) -> None:
+    name = f"b{uuid.uuid4().hex[:6]}"
+    meter = Meter("/paced", delay=0.05)
+    sub = await Subscriber(meter.script).start()
+    try:
+        triggers = trigger("free", name, f"{sub.url}/free")
+        triggers += trigger("paced", name, f"{sub.url}/paced", "  pacing: {maxConcurrency: 2, rate: 20, burst: 1}")
+        broker = await start_broker(tmp_path, manifests(name, kafka, triggers))
+        brokers.append(broker)
+        await wait_ready(broker.base_url)
+        async with aiohttp.ClientSession() as session:
+            for i in range(60):
+                assert await send(session, broker.url("default", name), f"e{i}") == 202
+        started = time.monotonic()
+        await sub.wait_for(60, "/free", timeout=10)
+        assert time.monotonic() - started < 2.5, "the unpaced trigger waited for the paced one"
+        topic = f"knative-broker-default-{name}"
+        # The shared group is past every event while the paced Trigger's own group still has a backlog.
+        deadline = time.monotonic() + 10
+        while await committed(kafka, f"eventferry-default-{name}-main", topic) < 60 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert await committed(kafka, f"eventferry-default-{name}-main", topic) == 60
+        kafka_broker = broker.dataplane.brokers[f"default/{name}"]
+        [paced] = [t for t in kafka_broker.spec.triggers if t.name == "paced"]
+        assert await committed(kafka, kafka_broker._own_group(paced), topic) < 60  # its backlog: in the log
+        got = await sub.wait_for(60, "/paced", timeout=15)
+        assert sorted({r.event.id for r in got}) == sorted(f"e{i}" for i in range(60))  # nothing lost
+        assert meter.peak <= 2
+        assert 15 <= meter.rate() <= 21  # its cap is 20 a second
+    finally:
+        await sub.stop()
+
+
+async def test_a_paced_trigger_with_a_large_backlog_keeps_memory_bounded(
+        kafka: Kafka, tmp_path: Path, brokers: list[RunningBroker]) -> None:
+    name = f"b{uuid.uuid4().hex[:6]}"
+    sub = await Subscriber().start()
+    try:
+        broker = await start_broker(tmp_path, manifests(name, kafka, trigger(
+            "paced", name, f"{sub.url}/paced", "  pacing: {rate: 50}")))
+        brokers.append(broker)
+        await wait_ready(broker.base_url)
+        topic = f"knative-broker-default-{name}"
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=20)
+        await producer.start()
+        try:
+            headers = [("ce_specversion", b"1.0"), ("ce_source", b"/t"), ("ce_type", b"t")]
+            pending = [await producer.send(topic, b"{}", headers=[*headers, ("ce_id", f"e{i}".encode())])
+                       for i in range(50_000)]
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+        await asyncio.sleep(3)
+        kafka_broker = broker.dataplane.brokers[f"default/{name}"]
+        loop = kafka_broker._loops["paced:default/paced"][0]
+        # In memory: at most the paced consumer's in-flight records; the other ~49,800 wait in the log.
+        assert loop.tracker.total_in_flight <= kafka_broker.limits.paced_in_flight
+        pacer = kafka_broker.trigger_delivery.pacers["default/paced"]
+        assert 0 < pacer.waiting <= kafka_broker.limits.paced_in_flight
+        got = sub.at("/paced")
+        assert len(got) >= 100
+        assert len({r.event.id for r in got}) == len(got)
+        # The burst, then 50 a second (5% for requests that took their token but queued for a connection).
+        assert len(got) <= (50 + 50 * (got[-1].at - got[0].at)) * 1.05
+    finally:
         await sub.stop()

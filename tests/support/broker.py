@@ -6,6 +6,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
 from eventferry.dataplane.dataplane import DataPlane, DataPlaneSettings
 from eventferry.dataplane.server import Server
 from eventferry.embedded.runtime import Embedded
@@ -24,6 +26,11 @@ class RunningBroker:
 
     def url(self, namespace: str = "default", name: str = "default") -> str:
         return f"{self.base_url}/{namespace}/{name}"
+
+    async def metrics_text(self) -> str:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.base_url}/metrics") as resp:
+            assert resp.status == 200
+            return await resp.text()
 
     async def reload(self, manifests: str) -> None:
         self.manifest.write_text(textwrap.dedent(manifests))

@@ -101,6 +101,37 @@ class SubscriptionsAPIFilter(ApiModel):
         return self.dialects()[0]
 
 
+MIN_PACING_RATE = 0.001  # one attempt in about 17 minutes
+MAX_PACING_RATE = 1_000_000.0
+MAX_PACING_CONCURRENCY = 10_000
+
+
+class Pacing(ApiModel):
+    """Beyond Knative: the pace the subscriber can take. Events over it wait in the broker (InMemory: in the
+    Trigger's bounded queue; Kafka: in the log, the Trigger's lag); waiting spends no retry."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "has(self.maxConcurrency) || has(self.rate)",
+         "message": "pacing must set maxConcurrency, rate, or both"},
+        {"rule": "!has(self.burst) || has(self.rate)", "message": "pacing.burst needs pacing.rate"},
+    ]})
+
+    max_concurrency: int | None = Field(default=None, ge=1, le=MAX_PACING_CONCURRENCY)
+    """Deliveries to the subscriber in flight at once, at most."""
+    rate: float | None = Field(default=None, ge=MIN_PACING_RATE, le=MAX_PACING_RATE)
+    """Delivery attempts per second, on average (a token bucket), retries included."""
+    burst: int | None = Field(default=None, ge=1, le=int(MAX_PACING_RATE))
+    """Attempts that may go at once above the rate after a quiet spell; default: the rate, at least 1."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> Pacing:
+        if self.burst is not None and self.rate is None:
+            raise ValueError("pacing.burst needs pacing.rate")
+        if self.max_concurrency is None and self.rate is None:
+            raise ValueError("pacing must set maxConcurrency, rate, or both")
+        return self
+
+
 class TriggerSpec(ApiModel):
     """The desired state of a Trigger."""
 
@@ -114,6 +145,8 @@ class TriggerSpec(ApiModel):
     """Where matching events are delivered."""
     delivery: DeliverySpec | None = None
     """Delivery to the subscriber; fully overrides the Broker's delivery."""
+    pacing: Pacing | None = None
+    """Beyond Knative: caps on the concurrency and rate of deliveries to the subscriber."""
 
 
 class TriggerStatus(Status):

@@ -7,6 +7,7 @@ as a ``CompileProblem``, which the caller turns into a False condition with the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from eventferry.apis.delivery import (
     default_delivery,
 )
 from eventferry.apis.duration import parse_duration
-from eventferry.apis.trigger import SubscriptionsAPIFilter, Trigger
+from eventferry.apis.trigger import Pacing, SubscriptionsAPIFilter, Trigger
 from eventferry.cesql import CESQLParseError, compile_expression
 from eventferry.contract import model
 from eventferry.contract.kafka_names import broker_topic
@@ -141,7 +142,16 @@ def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver:
         filters=filters,
         delivery=effective_delivery(spec.delivery, broker.spec.delivery, resolver, namespace),
         ordering=trigger.delivery_order,
+        pacing=effective_pacing(spec.pacing),
     )
+
+
+def effective_pacing(pacing: Pacing | None) -> model.Pacing | None:
+    """The burst defaults to the rate (at least 1): a second's worth of attempts may go at once."""
+    if pacing is None:
+        return None
+    burst = pacing.burst if pacing.burst is not None else max(1, math.ceil(pacing.rate or 1))
+    return model.Pacing(max_concurrency=pacing.max_concurrency, rate=pacing.rate, burst=burst)
 
 
 def _check_cesql(item: SubscriptionsAPIFilter) -> None:

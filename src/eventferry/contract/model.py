@@ -39,6 +39,14 @@ class Delivery(_Model):
     format: Literal["json", "binary"] | None = None
 
 
+class Pacing(_Model):
+    """A Trigger's pace, defaults applied: None means no cap of that kind."""
+
+    max_concurrency: int | None = Field(default=None, ge=1, alias="maxConcurrency")
+    rate: float | None = Field(default=None, gt=0, description="attempts per second")
+    burst: int = Field(default=1, ge=1)
+
+
 class Trigger(_Model):
     namespace: str
     name: str
@@ -50,6 +58,7 @@ class Trigger(_Model):
     filters: list[SubscriptionsAPIFilter] = Field(default_factory=list)  # validated by the API model
     delivery: Delivery = Field(default_factory=Delivery)
     ordering: Literal["unordered", "ordered"] = "unordered"
+    pacing: Pacing | None = None
 
     @property
     def key(self) -> str:

@@ -11,6 +11,11 @@
 - An event whose dead-letter delivery fails is parked again, never committed as done: retried, not lost.
 - Ordered Triggers keep a consumer group of their own and deliver one record at a time per
   partition, retrying in place, as ordering needs.
+- Paced Triggers (``spec.pacing``) keep a consumer group of their own too, so that events waiting for
+  their pace wait in the log (the group's lag) and hold back no other Trigger. Its in-flight records
+  are few (``paced_in_flight``); the rest stays in Kafka. A Trigger that becomes paced starts its group
+  where the shared group has committed, and leaves the shared group only once its own group has its
+  partitions: some events may come twice, none is skipped.
 See docs/kafka-broker.md.
 """
 
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -40,7 +45,7 @@ from eventferry.delivery.steps import DeadLetter, Delivered, Drop, Stage, next_s
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.event import attribute_text
 from eventferry.events.kafka import from_kafka, to_kafka
-from eventferry.kafka.consumer import ConsumerLoop, LoopLimits
+from eventferry.kafka.consumer import ConsumerLoop, FreshStarts, LoopLimits
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ class KafkaLimits:
     in_flight_records: int = 2000  # per consumer; partitions pause past it, so memory stays bounded
     retry_topic_partitions: int = 3
     commit_interval: float = 0.5
+    paced_in_flight: int = 200  # per paced Trigger's consumer: what waits for its pace in memory
     session_timeout_ms: int = 10_000  # how long a replica that died and did not come back holds its partitions
 
 
@@ -113,7 +119,8 @@ class KafkaBroker:
         self._sync_ordered_loops()
 
     def _start_loop(self, key: str, subscription: dict[str, Any], handler: Any, *, ordered: bool,
-                    offset_reset: str, group: str | None = None) -> None:
+                    offset_reset: str, group: str | None = None, in_flight: int | None = None,
+                    fresh_starts: FreshStarts | None = None) -> None:
         group_id = group or f"{self.group_prefix}-{key}"
 
         def make_consumer() -> AIOKafkaConsumer:
@@ -130,10 +137,11 @@ class KafkaBroker:
             return True
 
         stopping = asyncio.Event()
+        records = in_flight or self.limits.in_flight_records
         loop = ConsumerLoop(f"{self.spec.key}/{key}", settled, stopping, ordered=ordered, offset_reset=offset_reset,
-                            limits=LoopLimits(max_in_flight=self.limits.in_flight_records,
-                                              max_in_flight_per_partition=self.limits.in_flight_records,
-                                              commit_interval=self.limits.commit_interval, drain_timeout=5.0))
+                            limits=LoopLimits(max_in_flight=records, max_in_flight_per_partition=records,
+                                              commit_interval=self.limits.commit_interval, drain_timeout=5.0),
+                            fresh_starts=fresh_starts)
         self._loops[key] = (loop, stopping)
         self._tasks[key] = asyncio.create_task(self._keep_consuming(loop, stopping, make_consumer, subscription))
 
@@ -182,7 +190,7 @@ class KafkaBroker:
 
     def update(self, spec: model.Broker) -> None:
         self.spec = spec
-        self.trigger_delivery.broker = spec
+        self.trigger_delivery.update(spec)
         self._apply_triggers(spec)
         if self._started and self.consume:
             self._sync_ordered_loops()
@@ -198,18 +206,46 @@ class KafkaBroker:
         self._index, self._triggers = index, triggers
 
     def _sync_ordered_loops(self) -> None:
+        """Ordered and paced Triggers each run a consumer group of their own (see the module's docstring)."""
         wanted = {f"ordered:{key}": t for key, t in self._triggers.items() if t.spec.ordering == "ordered"}
-        for key in [k for k in self._loops if k.startswith("ordered:") and k not in wanted]:
+        paced = {f"paced:{key}": t for key, t in self._triggers.items()
+                 if t.spec.ordering == "unordered" and t.spec.pacing is not None}
+        for key in [k for k in self._loops if k.startswith(("ordered:", "paced:")) and k not in wanted | paced]:
             stopping = asyncio.ensure_future(self._stop_loop(key))
             self._background.add(stopping)
             stopping.add_done_callback(self._background.discard)
         for key, trigger in wanted.items():
             if key not in self._loops:
-                ident = trigger.spec.uid or f"{trigger.spec.namespace}-{trigger.spec.name}"
-                group = f"{self.group_prefix}-trigger-{topic_safe(ident)}"
+                group = self._own_group(trigger.spec)
                 # A new ordered Trigger starts at the end of the topic, as a new subscription does.
                 self._start_loop(key, {"topics": [self.settings.topic]}, self._ordered_handler(trigger.spec.key),
                                  ordered=True, offset_reset="latest", group=group)
+        for key, trigger in paced.items():
+            if key not in self._loops:
+                self._start_loop(key, {"topics": [self.settings.topic]}, self._paced_handler(trigger.spec.key),
+                                 ordered=False, offset_reset="latest", group=self._own_group(trigger.spec),
+                                 in_flight=self.limits.paced_in_flight, fresh_starts=self._where_shared_group_is)
+
+    def _own_group(self, trigger: model.Trigger) -> str:
+        return f"{self.group_prefix}-trigger-{topic_safe(trigger.uid or f'{trigger.namespace}-{trigger.name}')}"
+
+    async def _where_shared_group_is(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The shared group's committed offsets: a Trigger's own new group starts there, so that what the
+        shared group had not settled for it when it became paced is delivered by its own group."""
+        admin = AIOKafkaAdminClient(**self._client_args())
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(f"{self.group_prefix}-main", partitions=partitions)
+        finally:
+            await admin.close()
+        return {tp: meta.offset for tp, meta in committed.items() if meta.offset is not None and meta.offset >= 0}
+
+    def _paced_by_own_group(self, trigger: CompiledTrigger) -> bool:
+        """True once the Trigger's own group has its partitions: until then the shared group delivers to it."""
+        if trigger.spec.pacing is None or trigger.spec.ordering != "unordered":
+            return False
+        entry = self._loops.get(f"paced:{trigger.spec.key}")
+        return entry is not None and entry[0].assigned.is_set()
 
     # --- ingress --------------------------------------------------------------------------------
 
@@ -243,7 +279,7 @@ class KafkaBroker:
         event = self._parse(record)
         if event is None:
             return
-        matched = self._index.match(event.attributes)
+        matched = [t for t in self._index.match(event.attributes) if not self._paced_by_own_group(t)]
         if not matched:
             self.metrics.dropped.labels(self.spec.namespace, self.spec.name, "no_matching_trigger").inc()
             return
@@ -315,6 +351,18 @@ class KafkaBroker:
             await asyncio.sleep(wait)
         stage: Stage = "dead-letter" if meta.get(H_STAGE) == "dead-letter" else "subscriber"
         await self._advance(trigger, event, stage, attempts)
+
+    def _paced_handler(self, trigger_key: str) -> Any:
+        async def handle(record: Any) -> None:
+            compiled = self._triggers.get(trigger_key)
+            if compiled is None or not self._paced_by_own_group(compiled):
+                return  # no longer paced: the shared group delivers to it
+            event = self._parse(record)
+            if event is None or not compiled.predicate(event.attributes):
+                return
+            await self._advance(compiled.spec, event, "subscriber", 0)  # waits for the pace in there
+
+        return handle
 
     def _ordered_handler(self, trigger_key: str) -> Any:
         async def handle(record: Any) -> None:

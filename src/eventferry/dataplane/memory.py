@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from dataclasses import dataclass, field
 
 from eventferry.contract import model
@@ -34,7 +35,7 @@ class MemoryLimits:
 @dataclass(eq=False)
 class _TriggerQueue:
     trigger: CompiledTrigger
-    waiting: collections.deque[CloudEvent] = field(default_factory=collections.deque)
+    waiting: collections.deque[tuple[CloudEvent, float]] = field(default_factory=collections.deque)  # event, since
     in_flight: int = 0
     removed: bool = False
 
@@ -45,8 +46,8 @@ class InMemoryBroker:
         self.limits = limits or MemoryLimits()
         self.metrics = metrics
         self.spec = spec
-        self.trigger_delivery = TriggerDelivery(spec, sender, metrics, self.ingest)
         self._queues: dict[str, _TriggerQueue] = {}
+        self.trigger_delivery = TriggerDelivery(spec, sender, metrics, self.ingest, queued=self._queued)
         self._index: TriggerIndex[_TriggerQueue] = TriggerIndex()
         self._tasks: set[asyncio.Task[None]] = set()
         self._buffered = 0
@@ -59,7 +60,7 @@ class InMemoryBroker:
     def update(self, spec: model.Broker) -> None:
         """Applies a new contract for this broker; queued and in-flight deliveries carry on."""
         self.spec = spec
-        self.trigger_delivery.broker = spec
+        self.trigger_delivery.update(spec)
         queues: dict[str, _TriggerQueue] = {}
         index: TriggerIndex[_TriggerQueue] = TriggerIndex()
         for trigger_spec in spec.triggers:
@@ -90,13 +91,14 @@ class InMemoryBroker:
                 continue
             self._buffered += len(event.data or b"") * len(queues)
             self._pending += len(queues)
+            now = time.monotonic()
             for queue in queues:
-                queue.waiting.append(event)
+                queue.waiting.append((event, now))
                 self._pump(queue)
 
     def _pump(self, queue: _TriggerQueue) -> None:
         while queue.waiting and queue.in_flight < self.limits.in_flight_per_trigger:
-            event = queue.waiting.popleft()
+            event, _ = queue.waiting.popleft()
             queue.in_flight += 1
             self._idle.clear()
             task = asyncio.create_task(self._deliver(queue, event))
@@ -123,6 +125,12 @@ class InMemoryBroker:
             self._pump(queue)
             if self._pending == 0:
                 self._idle.set()
+
+    def _queued(self, trigger_key: str) -> tuple[int, float]:
+        queue = self._queues.get(trigger_key)
+        if queue is None or not queue.waiting:
+            return 0, 0.0
+        return len(queue.waiting), time.monotonic() - queue.waiting[0][1]
 
     def pending(self) -> int:
         return self._pending

@@ -56,6 +56,16 @@ class BrokerMetrics:
                                ["namespace", "broker", "reason"], registry=r)
         self.queued = Gauge("eventferry_broker_events_queued", "Deliveries waiting or in flight",
                             ["namespace", "broker"], registry=r)
+        trigger_labels = ["namespace", "broker", "trigger"]
+        self.trigger_waiting = Gauge("eventferry_trigger_events_waiting",
+                                     "Events held for a paced Trigger in this process (queued, or waiting for "
+                                     "its pace); a Kafka-class Trigger's backlog in the log is its lag",
+                                     trigger_labels, registry=r)
+        self.trigger_wait_age = Gauge("eventferry_trigger_oldest_wait_seconds",
+                                      "How long the longest-waiting event of the Trigger has waited for its pace",
+                                      trigger_labels, registry=r)
+        self.trigger_in_flight = Gauge("eventferry_trigger_attempts_in_flight",
+                                       "Attempts at the Trigger's subscriber in flight", trigger_labels, registry=r)
         self.contract_generation = Gauge("eventferry_contract_generation", "Generation of the loaded contract",
                                          registry=r)
 

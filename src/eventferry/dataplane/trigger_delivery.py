@@ -6,6 +6,7 @@ Shared by every broker class; the class decides when to call it and what to do w
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from eventferry.dataplane.filters import Predicate, compile_attributes, compile_
 from eventferry.dataplane.metrics import BrokerMetrics
 from eventferry.delivery import Outcome, Result, Sender, deliver
 from eventferry.delivery.deliver import ReplyHandler, ReplyRejected, attempt_once
+from eventferry.delivery.pacing import Pacer
 from eventferry.delivery.sender import Attempt
 from eventferry.delivery.steps import Exhausted, Stage
 from eventferry.events import CloudEvent
@@ -45,14 +47,53 @@ def compile_trigger(spec: model.Trigger) -> CompiledTrigger:
 
 # Stores an event into the broker the reply came back to; raises Overloaded or Unavailable.
 Reingest = Callable[[list[CloudEvent]], Awaitable[None]]
+# Events a broker class holds for a Trigger before they reach its pacer: (count, seconds the oldest waited).
+Queued = Callable[[str], tuple[int, float]]
+
+
+def _nothing_queued(trigger_key: str) -> tuple[int, float]:
+    return 0, 0.0
 
 
 class TriggerDelivery:
-    def __init__(self, broker: model.Broker, sender: Sender, metrics: BrokerMetrics, reingest: Reingest) -> None:
+    def __init__(self, broker: model.Broker, sender: Sender, metrics: BrokerMetrics, reingest: Reingest,
+                 queued: Queued = _nothing_queued) -> None:
         self.broker = broker
         self.sender = sender
         self.metrics = metrics
         self.reingest = reingest
+        self.queued = queued
+        self.pacers: dict[str, Pacer] = {}
+        self.update(broker)
+
+    def update(self, broker: model.Broker) -> None:
+        """A new contract: each Trigger's pace applies at once, to events waiting for it too."""
+        old = self.broker
+        self.broker = broker
+        wanted = {t.key: t for t in broker.triggers}
+        for key in [k for k in self.pacers if k not in wanted]:
+            del self.pacers[key]
+            name = key.split("/", 1)[1]
+            for gauge in (self.metrics.trigger_waiting, self.metrics.trigger_wait_age, self.metrics.trigger_in_flight):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(old.namespace, old.name, name)
+        for key, trigger in wanted.items():
+            pacer = self.pacers.get(key)
+            if pacer is None:
+                pacer = self.pacers[key] = Pacer(trigger.pacing)
+                self._export(key, trigger.name, pacer)
+            elif pacer.pacing != trigger.pacing:
+                pacer.update(trigger.pacing)
+
+    def _export(self, key: str, name: str, pacer: Pacer) -> None:
+        labels = (self.broker.namespace, self.broker.name, name)
+        self.metrics.trigger_waiting.labels(*labels).set_function(lambda: pacer.waiting + self.queued(key)[0])
+        self.metrics.trigger_wait_age.labels(*labels).set_function(
+            lambda: max(pacer.oldest_wait(), self.queued(key)[1]))
+        self.metrics.trigger_in_flight.labels(*labels).set_function(lambda: pacer.in_flight)
+
+    def pacer(self, trigger: model.Trigger) -> Pacer | None:
+        return self.pacers.get(trigger.key) if trigger.pacing is not None else None
 
     async def deliver(self, trigger: model.Trigger, event: CloudEvent, *, exhausted: Exhausted = "drop") -> Result:
         """A whole delivery in process: attempts, retries and the dead-letter sink as ``next_step`` decides."""
@@ -63,14 +104,14 @@ class TriggerDelivery:
                                         str(attempt.status or 0)).inc()
 
         return await deliver(self.sender, outgoing, trigger.subscriber, trigger.delivery, headers=headers,
-                             on_reply=on_reply, on_retry=on_retry, exhausted=exhausted)
+                             on_reply=on_reply, on_retry=on_retry, exhausted=exhausted, pacer=self.pacer(trigger))
 
     async def attempt(self, trigger: model.Trigger, event: CloudEvent, stage: Stage = "subscriber") -> Attempt:
         """One attempt at the subscriber (its reply stored) or, for a dead letter, at the dead-letter sink."""
         outgoing, headers, on_reply = self._prepare(trigger, event)
         if stage == "subscriber":
             attempt, _ = await attempt_once(self.sender, outgoing, trigger.subscriber, trigger.delivery,
-                                            headers=headers, on_reply=on_reply)
+                                            headers=headers, on_reply=on_reply, pacer=self.pacer(trigger))
             return attempt
         assert trigger.delivery.dead_letter_sink is not None
         attempt, _ = await attempt_once(self.sender, outgoing, trigger.delivery.dead_letter_sink, trigger.delivery,

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from eventferry.contract.model import Delivery
+from eventferry.delivery.pacing import Pacer
 from eventferry.delivery.sender import MAX_RESPONSE_BYTES, Attempt, Sender
 from eventferry.delivery.steps import DeadLetter, Delivered, Drop, Exhausted, Stage, next_step
 from eventferry.events import CloudEvent, InvalidEvent
@@ -50,12 +51,13 @@ Pause = Callable[[float], Awaitable[None]]
 async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, *,
                   headers: dict[str, str] | None = None, on_reply: ReplyHandler | None = None,
                   on_retry: RetryObserver | None = None, replies: bool = True, stage: Stage = "subscriber",
-                  exhausted: Exhausted = "drop",
+                  exhausted: Exhausted = "drop", pacer: Pacer | None = None,
                   pause: Pause = asyncio.sleep) -> Result:
     """Sends ``event`` to ``url`` as ``next_step`` decides: retries, then the dead-letter sink with the same
     policy; what happens once both are spent is ``exhausted`` (see ``eventferry.delivery.steps``).
 
     ``stage="dead-letter"``: ``event`` is a dead letter already and ``url`` the dead-letter sink.
+    ``pacer``: the subscriber's pace; every attempt at the subscriber waits for it (``Hold``), spending no retry.
     ``replies=False`` reads no reply from a 2xx answer (any 2xx is a success), as Knative's source
     adapters do: they send events, they do not request them.
     """
@@ -66,7 +68,8 @@ async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Deliver
         attempts += 1
         total += 1
         attempt, reply = await attempt_once(sender, current, target, delivery, headers=headers, replies=replies,
-                                            on_reply=on_reply if stage == "subscriber" else None)
+                                            on_reply=on_reply if stage == "subscriber" else None,
+                                            pacer=pacer if stage == "subscriber" else None)
         step = next_step(attempt, attempts, delivery, stage, exhausted)
         if isinstance(step, Delivered):
             if step.stage == "subscriber":
@@ -87,8 +90,17 @@ async def deliver(sender: Sender, event: CloudEvent, url: str, delivery: Deliver
 
 async def attempt_once(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, *,
                        headers: dict[str, str] | None = None, on_reply: ReplyHandler | None = None,
-                       replies: bool = True) -> tuple[Attempt, CloudEvent | None]:
-    """One attempt, its reply read and stored: a bad reply, or one that cannot be stored, fails it as a 502."""
+                       replies: bool = True, pacer: Pacer | None = None) -> tuple[Attempt, CloudEvent | None]:
+    """One attempt, its reply read and stored: a bad reply, or one that cannot be stored, fails it as a 502.
+    With a ``pacer``, the attempt first waits until the pace allows it."""
+    if pacer is None:
+        return await _attempt(sender, event, url, delivery, headers, on_reply, replies)
+    async with pacer.attempt():
+        return await _attempt(sender, event, url, delivery, headers, on_reply, replies)
+
+
+async def _attempt(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, headers: dict[str, str] | None,
+                   on_reply: ReplyHandler | None, replies: bool) -> tuple[Attempt, CloudEvent | None]:
     attempt = await sender.send(url, event, timeout=delivery.timeout, structured=delivery.format == "json",
                                 headers=headers)
     if not attempt.ok or not replies:

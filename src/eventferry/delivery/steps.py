@@ -51,11 +51,22 @@ class Drop:
     reason: str
 
 
-Step = Delivered | Retry | DeadLetter | Drop
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Not now: the event waits before its next attempt, spending no retry (a paced Trigger over its pace).
+    ``wait`` is how long at least, or None to wait until a delivery in flight ends."""
+
+    wait: float | None
+    reason: str = "paced"
+
+
+AfterAttempt = Delivered | Retry | DeadLetter | Drop
+# Hold comes before an attempt (``eventferry.delivery.pacing.decide``), the others after one (``next_step``).
+Step = AfterAttempt | Hold
 
 
 def next_step(attempt: Attempt, attempts: int, delivery: Delivery, stage: Stage = "subscriber",
-              exhausted: Exhausted = "drop", kept_wait_max: float = KEPT_WAIT_MAX) -> Step:
+              exhausted: Exhausted = "drop", kept_wait_max: float = KEPT_WAIT_MAX) -> AfterAttempt:
     """``attempts``: attempts of this stage so far, the one that gave ``attempt`` included."""
     if attempt.ok:
         return Delivered(stage)

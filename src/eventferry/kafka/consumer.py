@@ -57,6 +57,10 @@ class LoopLimits:
     drain_timeout: float = 10.0
 
 
+# Where partitions with no committed offset start, for those it knows (others: ``offset_reset``).
+FreshStarts = Callable[[list[TopicPartition]], Awaitable[dict[TopicPartition, int]]]
+
+
 class LoopObserver:
     """What the loop tells its owner; every method may be left as it is."""
 
@@ -81,13 +85,14 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class ConsumerLoop:
     def __init__(self, name: str, handle: Handler, stopping: asyncio.Event, *, ordered: bool,
                  limits: LoopLimits | None = None, offset_reset: str = "earliest",
-                 observer: LoopObserver | None = None) -> None:
+                 observer: LoopObserver | None = None, fresh_starts: FreshStarts | None = None) -> None:
         self.name = name
         self.handle = handle
         self.stopping = stopping
         self.ordered = ordered
         self.limits = limits or LoopLimits()
         self.offset_reset = offset_reset  # where a partition with no committed offset starts
+        self.fresh_starts = fresh_starts  # or there, where it names one
         self.observer = observer or LoopObserver()
         self.assigned = asyncio.Event()  # set once partitions were assigned and their starts pinned
         self.consumer: AIOKafkaConsumer | None = None
@@ -268,6 +273,8 @@ class ConsumerLoop:
                 if fresh:
                     starts = await (consumer.beginning_offsets(fresh) if self.offset_reset == "earliest"
                                     else consumer.end_offsets(fresh))
+                    if self.fresh_starts is not None:
+                        starts.update(await self.fresh_starts(fresh))
                     for tp, offset in starts.items():
                         consumer.seek(tp, offset)
                     await consumer.commit(dict(starts))
