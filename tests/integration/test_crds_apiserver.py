@@ -226,3 +226,22 @@ def test_printer_columns(kube: KubeAPI, ns: str) -> None:
     # Short names and the eventing category reach the new kinds too.
     assert "frames" in ok(kubectl(kube, "get", "efkafkasource", "-n", ns))
     assert "kafkasource.eventferry.dev/frames" in ok(kubectl(kube, "get", "eventing", "-n", ns, "-o", "name"))
+
+
+@pytest.mark.parametrize(("pacing", "message"), [
+    ({"maxConcurrency": 0}, "spec.pacing.maxConcurrency"),
+    # rate 0 passes this API server's minimum check (an integer 0 against a number minimum); the
+    # operator refuses it when it compiles the contract (tests/unit/test_pacing.py) and reports it.
+    ({"rate": -1}, "spec.pacing.rate"),
+    ({"rate": 0.0001}, "spec.pacing.rate"),
+    ({"rate": 5, "burst": 0}, "spec.pacing.burst"),
+    ({"burst": 5}, "pacing.burst needs pacing.rate"),
+    ({}, "pacing must set maxConcurrency, rate, or both"),
+])
+def test_bad_pacing_is_refused_by_the_api_server_with_the_field_named(kube: KubeAPI, ns: str,
+                                                                      pacing: dict[str, Any], message: str) -> None:
+    refused(create(kube, ns, trigger(pacing=pacing)), message)
+
+
+def test_pacing_is_stored(kube: KubeAPI, ns: str) -> None:
+    ok(create(kube, ns, trigger("paced", pacing={"maxConcurrency": 4, "rate": 2.5, "burst": 5})))
