@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,24 @@ def test_values_for_ack_set_the_registry_and_pull_secret() -> None:
         assert ".cr.aliyuncs.com/" in pod["containers"][0]["image"]
     kind = [d for d in rendered("-f", str(CHART / "values-kind.yaml")) if d["kind"] == "Deployment"]
     assert {d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] for d in kind} == {"Never"}
+
+
+def test_the_broker_can_get_an_autoscaler_and_a_disruption_budget() -> None:
+    assert not [d for d in rendered() if d["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget")]
+    lag = {"type": "External", "external": {"metric": {"name": "kafka-lag"},
+                                            "target": {"type": "AverageValue", "averageValue": "1000"}}}
+    values = {"broker": {"autoscaling": {"enabled": True, "maxReplicas": 8, "metrics": [lag]},
+                         "podDisruptionBudget": {"enabled": True}}}
+    docs = rendered("--set-json", f"broker={json.dumps(values['broker'])}")
+    [hpa] = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    [pdb] = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    [broker] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "ef-eventferry-broker"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "ef-eventferry-broker"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 8)
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+    assert hpa["spec"]["metrics"][1] == lag
+    assert "replicas" not in broker["spec"]  # the autoscaler owns it
+    pod_labels = broker["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()

@@ -68,6 +68,18 @@ async def wait_ready(base_url: str, timeout: float = 60) -> None:
     raise AssertionError(f"data plane at {base_url} not ready within {timeout}s")
 
 
+async def start_and_send(tmp_path: Path, brokers: list[RunningBroker], kafka: Kafka, name: str, triggers: str,
+                         events: int) -> RunningBroker:
+    """A Kafka-class Broker ``name`` with ``triggers``, ready, and ``events`` events (e0, e1, ...) accepted."""
+    broker = await start_broker(tmp_path, manifests(name, kafka, triggers))
+    brokers.append(broker)
+    await wait_ready(broker.base_url)
+    async with aiohttp.ClientSession() as session:
+        for i in range(events):
+            assert await send(session, broker.url("default", name), f"e{i}") == 202
+    return broker
+
+
 @pytest.fixture
 async def brokers() -> AsyncIterator[list[RunningBroker]]:
     running: list[RunningBroker] = []
@@ -119,6 +131,14 @@ async def committed(kafka: Kafka, group: str, topic: str, partitions: int = 3) -
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset >= 0)
 
 
+async def committed_reaches(kafka: Kafka, group: str, topic: str, count: int, timeout: float = 10) -> int:
+    """The group's committed offsets summed, once they reach ``count`` or ``timeout`` ran out."""
+    deadline = time.monotonic() + timeout
+    while (done := await committed(kafka, group, topic)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return done
+
+
 async def end_offsets(kafka: Kafka, topic: str, partitions: int = 3) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap)
     await consumer.start()
@@ -139,22 +159,14 @@ async def test_a_failing_subscriber_holds_back_neither_other_triggers_nor_the_co
         triggers = trigger("good", name, f"{sub.url}/good")
         triggers += trigger("bad", name, f"{sub.url}/bad",
                             "  delivery: {retry: 20, backoffPolicy: linear, backoffDelay: PT0.2S}")
-        broker = await start_broker(tmp_path, manifests(name, kafka, triggers))
-        brokers.append(broker)
-        await wait_ready(broker.base_url)
-        async with aiohttp.ClientSession() as session:
-            for i in range(30):
-                assert await send(session, broker.url("default", name), f"e{i}") == 202
+        await start_and_send(tmp_path, brokers, kafka, name, triggers, 30)
         started = time.monotonic()
         await sub.wait_for(30, "/good", timeout=10)
         assert time.monotonic() - started < 2.5, "the healthy trigger waited for the failing one"
         topic = f"knative-broker-default-{name}"
         group = f"eventferry-default-{name}-main"
-        deadline = time.monotonic() + 10
-        while await committed(kafka, group, topic) < 30 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
         # The main offset moved past every event while /bad was still failing: parked, not holding.
-        assert await committed(kafka, group, topic) == await end_offsets(kafka, topic) == 30
+        assert await committed_reaches(kafka, group, topic, 30) == await end_offsets(kafka, topic) == 30
         got = await sub.wait_for(30, "/bad", timeout=30)  # the retry topic delivers them once /bad recovers
         assert sorted(r.event.id for r in got) == sorted(f"e{i}" for i in range(30))
     finally:
@@ -298,21 +310,13 @@ async def test_a_paced_trigger_waits_in_the_log_and_holds_back_no_other_trigger(
     try:
         triggers = trigger("free", name, f"{sub.url}/free")
         triggers += trigger("paced", name, f"{sub.url}/paced", "  pacing: {maxConcurrency: 2, rate: 20, burst: 1}")
-        broker = await start_broker(tmp_path, manifests(name, kafka, triggers))
-        brokers.append(broker)
-        await wait_ready(broker.base_url)
-        async with aiohttp.ClientSession() as session:
-            for i in range(60):
-                assert await send(session, broker.url("default", name), f"e{i}") == 202
+        broker = await start_and_send(tmp_path, brokers, kafka, name, triggers, 60)
         started = time.monotonic()
         await sub.wait_for(60, "/free", timeout=10)
         assert time.monotonic() - started < 2.5, "the unpaced trigger waited for the paced one"
         topic = f"knative-broker-default-{name}"
         # The shared group is past every event while the paced Trigger's own group still has a backlog.
-        deadline = time.monotonic() + 10
-        while await committed(kafka, f"eventferry-default-{name}-main", topic) < 60 and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert await committed(kafka, f"eventferry-default-{name}-main", topic) == 60
+        assert await committed_reaches(kafka, f"eventferry-default-{name}-main", topic, 60) == 60
         kafka_broker = broker.dataplane.brokers[f"default/{name}"]
         [paced] = [t for t in kafka_broker.spec.triggers if t.name == "paced"]
         assert await committed(kafka, kafka_broker._own_group(paced), topic) < 60  # its backlog: in the log

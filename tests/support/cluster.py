@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.process import ManagedProcess
 from tests.env.servers import KubeAPI
+from tests.support.waiting import eventually
 
 API = "eventferry.dev/v1alpha1"
 SYSTEM = "eventferry-system"
@@ -117,14 +117,7 @@ class Cluster:
     # --- waiting -----------------------------------------------------------------------------------------
 
     def wait(self, probe: Callable[[], T | None], what: str, timeout: float = 45) -> T:
-        deadline = time.monotonic() + timeout
-        last: T | None = None
-        while time.monotonic() < deadline:
-            last = probe()
-            if last:
-                return last
-            time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n{self.logs()}")
+        return eventually(probe, timeout, what, details=self.logs)
 
     def wait_condition(self, namespace: str, resource: str, condition: str, status: str,
                        reason: str | None = None, timeout: float = 45) -> dict[str, Any]:
