@@ -106,7 +106,7 @@ MAX_PACING_RATE = 1_000_000.0
 MAX_PACING_CONCURRENCY = 10_000
 
 
-class Pacing(ApiModel):
+class PacingSpec(ApiModel):
     """Beyond Knative: the pace the subscriber can take. Events over it wait in the broker (InMemory: in the
     Trigger's bounded queue; Kafka: in the log, the Trigger's lag); waiting spends no retry."""
 
@@ -124,7 +124,7 @@ class Pacing(ApiModel):
     """Attempts that may go at once above the rate after a quiet spell; default: the rate, at least 1."""
 
     @model_validator(mode="after")
-    def _complete(self) -> Pacing:
+    def _complete(self) -> PacingSpec:
         if self.burst is not None and self.rate is None:
             raise ValueError("pacing.burst needs pacing.rate")
         if self.max_concurrency is None and self.rate is None:
@@ -145,7 +145,7 @@ class TriggerSpec(ApiModel):
     """Where matching events are delivered."""
     delivery: DeliverySpec | None = None
     """Delivery to the subscriber; fully overrides the Broker's delivery."""
-    pacing: Pacing | None = None
+    pacing: PacingSpec | None = None
     """Beyond Knative: caps on the concurrency and rate of deliveries to the subscriber."""
 
 

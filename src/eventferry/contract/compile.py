@@ -20,7 +20,7 @@ from eventferry.apis.delivery import (
     default_delivery,
 )
 from eventferry.apis.duration import parse_duration
-from eventferry.apis.trigger import Pacing, SubscriptionsAPIFilter, Trigger
+from eventferry.apis.trigger import PacingSpec, SubscriptionsAPIFilter, Trigger
 from eventferry.cesql import CESQLParseError, compile_expression
 from eventferry.contract import model
 from eventferry.contract.kafka_names import broker_topic
@@ -146,7 +146,7 @@ def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver:
     )
 
 
-def effective_pacing(pacing: Pacing | None) -> model.Pacing | None:
+def effective_pacing(pacing: PacingSpec | None) -> model.Pacing | None:
     """The burst defaults to the rate (at least 1): a second's worth of attempts may go at once."""
     if pacing is None:
         return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -93,16 +94,9 @@ async def attempt_once(sender: Sender, event: CloudEvent, url: str, delivery: De
                        replies: bool = True, pacer: Pacer | None = None) -> tuple[Attempt, CloudEvent | None]:
     """One attempt, its reply read and stored: a bad reply, or one that cannot be stored, fails it as a 502.
     With a ``pacer``, the attempt first waits until the pace allows it."""
-    if pacer is None:
-        return await _attempt(sender, event, url, delivery, headers, on_reply, replies)
-    async with pacer.attempt():
-        return await _attempt(sender, event, url, delivery, headers, on_reply, replies)
-
-
-async def _attempt(sender: Sender, event: CloudEvent, url: str, delivery: Delivery, headers: dict[str, str] | None,
-                   on_reply: ReplyHandler | None, replies: bool) -> tuple[Attempt, CloudEvent | None]:
-    attempt = await sender.send(url, event, timeout=delivery.timeout, structured=delivery.format == "json",
-                                headers=headers)
+    async with pacer.attempt() if pacer is not None else contextlib.nullcontext():
+        attempt = await sender.send(url, event, timeout=delivery.timeout, structured=delivery.format == "json",
+                                    headers=headers)
     if not attempt.ok or not replies:
         return attempt, None
     try:

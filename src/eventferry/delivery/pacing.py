@@ -78,7 +78,8 @@ class Pacer:
         """Seconds the longest-waiting event has waited so far (0 when none waits)."""
         if not self._waiting:
             return 0.0
-        return max(0.0, (now or time.monotonic()) - next(iter(self._waiting.values())))
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - next(iter(self._waiting.values())))
 
     @contextlib.asynccontextmanager
     async def attempt(self) -> AsyncIterator[None]:
@@ -99,7 +100,7 @@ class Pacer:
                 changed = self._changed
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), hold.wait if hold is not None else None)
-            if self._bucket is not None and self.pacing is not None:
+            if self._bucket is not None:  # None too once the pacing was removed while this waited
                 self._bucket.tokens -= 1
             self.in_flight += 1
         finally:

@@ -57,7 +57,6 @@ class Hold:
     ``wait`` is how long at least, or None to wait until a delivery in flight ends."""
 
     wait: float | None
-    reason: str = "paced"
 
 
 AfterAttempt = Delivered | Retry | DeadLetter | Drop
