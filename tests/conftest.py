@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers, RocketMQ, Server
-from tests.support.subscriber import Subscriber
+from tests.support.subscriber import Subscriber, Subscribers
 
 
 class TestEnvironment:
@@ -93,11 +93,20 @@ def rocketmq(testenv: TestEnvironment) -> RocketMQ:
 
 
 @pytest.fixture
-async def subscriber() -> AsyncIterator[Subscriber]:
-    """A real HTTP subscriber that accepts everything (tests/support/subscriber.py), stopped after the test."""
-    sub = await Subscriber().start()
-    yield sub
-    await sub.stop()
+async def subscribers() -> AsyncIterator[Subscribers]:
+    """Starts real HTTP subscribers (tests/support/subscriber.py) for a test, all stopped after it:
+    ``sub = await subscribers(script)``; ``script`` None accepts everything, ``port=`` picks the port.
+
+    Fixtures are torn down in the reverse order of a test's arguments: listed after a fixture that stops brokers,
+    ``subscribers`` stops its subscribers before those brokers, as a try/finally in the test body would."""
+    async with Subscribers() as started:
+        yield started
+
+
+@pytest.fixture
+async def subscriber(subscribers: Subscribers) -> Subscriber:
+    """A real HTTP subscriber that accepts everything, stopped after the test."""
+    return await subscribers()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from aiohttp import web
 
@@ -97,3 +98,32 @@ class Subscriber:
                 raise AssertionError(f"expected {count} events at {path or 'any path'}, got {got} "
                                      f"within {timeout}s") from None
         return self.at(path) if path else list(self.received)
+
+
+class Subscribers:
+    """Starts Subscribers and stops them all at the end: ``await subscribers(script)`` starts one and returns it.
+
+    The ``subscribers`` fixture (tests/conftest.py) is one, stopped after the test; elsewhere (code that is not a
+    test) ``async with Subscribers() as subscribers:`` stops them on leaving the block.
+    """
+
+    def __init__(self) -> None:
+        self.started: list[Subscriber] = []
+
+    async def __call__(self, script: Script | None = None, *, port: int = 0) -> Subscriber:
+        """A Subscriber answering as ``script`` (None: 200 to everything), listening on ``port`` (0: a free one)."""
+        subscriber = Subscriber(script)
+        self.started.append(subscriber)  # before start: a half-started one is cleaned up too
+        return await subscriber.start(port)
+
+    async def stop(self) -> None:
+        """Stops every Subscriber started so far, in the order they were started."""
+        while self.started:
+            await self.started.pop(0).stop()
+
+    async def __aenter__(self) -> Subscribers:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.stop()
