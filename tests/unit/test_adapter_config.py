@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from eventferry.adapters.config import (
-    ConfigError,
-    DirectorySecrets,
-    Limits,
-    MappingSecrets,
-    config_from_manifest,
-    parse_env,
-)
+from eventferry.adapters.config import ConfigError, Limits, config_from_manifest, parse_env
 from eventferry.contract.model import Delivery
+from eventferry.kafka.connection import DirectorySecrets, MappingSecrets
 
 pytestmark = pytest.mark.unit
 
@@ -214,8 +208,8 @@ def test_tls_material_becomes_the_kafka_clients_ssl_context(tmp_path: Path) -> N
     import ssl
     import subprocess
 
-    from eventferry.adapters.config import KafkaSourceSettings, Sasl, Tls
-    from eventferry.adapters.kafka import client_options
+    from eventferry.adapters.config import KafkaSourceSettings
+    from eventferry.kafka.connection import Sasl, Tls
 
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=client",
                     "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
@@ -223,7 +217,7 @@ def test_tls_material_becomes_the_kafka_clients_ssl_context(tmp_path: Path) -> N
     cert, key = (tmp_path / "cert.pem").read_text(), (tmp_path / "key.pem").read_text()
     settings = KafkaSourceSettings(bootstrap_servers=("kafka:9093",), topics=("t",), consumer_group="g",
                              sasl=Sasl("SCRAM-SHA-256", "u", "p"), tls=Tls(ca_cert=cert, cert=cert, key=key))
-    options = client_options(settings)
+    options = settings.client_options()
     assert options["security_protocol"] == "SASL_SSL"
     assert (options["sasl_mechanism"], options["sasl_plain_username"], options["sasl_plain_password"]) == \
         ("SCRAM-SHA-256", "u", "p")
@@ -237,5 +231,5 @@ def test_tls_material_becomes_the_kafka_clients_ssl_context(tmp_path: Path) -> N
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=x",
                         "-keyout", str(other / "key.pem"), "-out", str(other / "cert.pem")],
                        check=True, capture_output=True)
-        client_options(KafkaSourceSettings(bootstrap_servers=("k:1",), topics=("t",), consumer_group="g",
-                                     tls=Tls(cert=cert, key=(other / "key.pem").read_text())))
+        KafkaSourceSettings(bootstrap_servers=("k:1",), topics=("t",), consumer_group="g",
+                            tls=Tls(cert=cert, key=(other / "key.pem").read_text())).client_options()

@@ -12,11 +12,12 @@ from typing import Any
 import kopf
 import pytest
 
-from eventferry.adapters.config import DirectorySecrets, parse_env
+from eventferry.adapters.config import parse_env
 from eventferry.apis import KafkaSource, RocketMQSource
 from eventferry.contract.model import Broker as ContractBroker
 from eventferry.contract.model import Contract, Delivery
 from eventferry.contract.model import Trigger as ContractTrigger
+from eventferry.kafka.connection import DirectorySecrets
 from eventferry.resources.adapter import (
     AdapterSettings,
     adapter_deployment,

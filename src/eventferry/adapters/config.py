@@ -12,19 +12,30 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from eventferry.apis.duck import CloudEventOverrides, SecretValueFromSource
+from eventferry.apis.duck import CloudEventOverrides
 from eventferry.apis.kafkasource import CONSUMER_GROUP_PREFIX, DEFAULT_KEY_TYPE, KEY_TYPES, KafkaSource, KafkaSourceSpec
 from eventferry.apis.meta import object_key
 from eventferry.apis.rocketmqsource import RocketMQSource, RocketMQSourceSpec
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.model import Delivery
 from eventferry.contract.resolve import Resolver, Unresolvable
+from eventferry.kafka.connection import (
+    CredentialsError,
+    DirectorySecrets,
+    MappingSecrets,
+    Sasl,
+    SecretLookup,
+    Tls,
+    client_options,
+    secret_value,
+    security,
+    security_protocol,
+)
 
 Kind = Literal["kafka", "rocketmq"]
 KINDS: tuple[Kind, ...] = ("kafka", "rocketmq")
@@ -42,7 +53,6 @@ ENV_METRICS_PORT = "K_METRICS_PORT"
 
 DEFAULT_SECRETS_DIR = "/etc/eventferry/secrets"
 DEFAULT_METRICS_PORT = 9090
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MIN_INVISIBLE_DURATION = 10  # seconds: the RocketMQ 5 proxy refuses a shorter invisible time on receive
 
 # Optional tuning knobs: environment variable -> (Limits field, type).
@@ -62,57 +72,6 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message names the variable or field and what is wrong."""
 
 
-class SecretLookup(Protocol):
-    def get(self, name: str, key: str) -> str | None:
-        """The value of key ``key`` of Secret ``name``, or None when it is not there."""
-
-    def describe(self, name: str, key: str) -> str:
-        """Where the value was looked for, for error messages."""
-
-
-class DirectorySecrets:
-    """Secret keys mounted as files ``<root>/<secret name>/<key>`` (a projected volume per Secret)."""
-
-    def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-
-    def get(self, name: str, key: str) -> str | None:
-        try:
-            return (self.root / name / key).read_text()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def describe(self, name: str, key: str) -> str:
-        return str(self.root / name / key)
-
-
-class MappingSecrets:
-    """Secret values held in memory: {(secret name, key): value}."""
-
-    def __init__(self, values: Mapping[tuple[str, str], str] | None = None) -> None:
-        self.values = dict(values or {})
-
-    def get(self, name: str, key: str) -> str | None:
-        return self.values.get((name, key))
-
-    def describe(self, name: str, key: str) -> str:
-        return f"Secret {name!r} key {key!r}"
-
-
-@dataclass(frozen=True)
-class Sasl:
-    mechanism: str
-    username: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class Tls:
-    ca_cert: str | None = None  # PEM
-    cert: str | None = None  # PEM, client certificate for mutual TLS
-    key: str | None = field(default=None, repr=False)  # PEM
-
-
 @dataclass(frozen=True)
 class KafkaSourceSettings:
     bootstrap_servers: tuple[str, ...]
@@ -125,9 +84,11 @@ class KafkaSourceSettings:
 
     @property
     def security_protocol(self) -> str:
-        if self.sasl is not None:
-            return "SASL_SSL" if self.tls is not None else "SASL_PLAINTEXT"
-        return "SSL" if self.tls is not None else "PLAINTEXT"
+        return security_protocol(self.sasl, self.tls)
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka connection options (TLS material becomes an SSL context: call it off the event loop)."""
+        return client_options(self.bootstrap_servers, self.sasl, self.tls)
 
 
 @dataclass(frozen=True)
@@ -324,48 +285,25 @@ def kafka_settings(spec: KafkaSourceSpec, *, key_type: str, uid: str | None,
             raise ConfigError(f"spec.consumerGroup is unset and the source's uid is unknown ({ENV_UID}): "
                               "cannot name the consumer group")
         group = CONSUMER_GROUP_PREFIX + uid
-    sasl: Sasl | None = None
-    tls: Tls | None = None
-    net = spec.net
-    if net is not None and net.sasl is not None and net.sasl.enable:
-        assert net.sasl.user is not None and net.sasl.password is not None  # the model requires them when enabled
-        user = _secret(secrets, net.sasl.user, "spec.net.sasl.user")
-        password = _secret(secrets, net.sasl.password, "spec.net.sasl.password")
-        mechanism = (_secret(secrets, net.sasl.type, "spec.net.sasl.type") or "PLAIN").strip().upper()
-        if mechanism not in SASL_MECHANISMS:
-            raise ConfigError(f"spec.net.sasl.type is {mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}")
-        if user is None or password is None:
-            raise ConfigError("spec.net.sasl is enabled but its user or password Secret key is optional and missing")
-        sasl = Sasl(mechanism, user, password)
-    if net is not None and net.tls is not None and net.tls.enable:
-        tls = Tls(ca_cert=_secret(secrets, net.tls.ca_cert, "spec.net.tls.caCert"),
-                  cert=_secret(secrets, net.tls.cert, "spec.net.tls.cert"),
-                  key=_secret(secrets, net.tls.key, "spec.net.tls.key"))
-        if (tls.cert is None) != (tls.key is None):
-            raise ConfigError("spec.net.tls: the client certificate and key must both be present, or neither")
+    try:
+        sasl, tls = security(spec.net, secrets)
+    except CredentialsError as error:
+        raise ConfigError(str(error)) from None
     return KafkaSourceSettings(bootstrap_servers=tuple(spec.bootstrap_servers), topics=tuple(spec.topics),
                          consumer_group=group, initial_offset=spec.initial_offset, key_type=key_type,
                          sasl=sasl, tls=tls)
 
 
 def rocketmq_settings(spec: RocketMQSourceSpec, secrets: SecretLookup) -> RocketMQSettings:
-    access_key = _secret(secrets, spec.access_key, "spec.accessKey") or ""
-    secret_key = _secret(secrets, spec.secret_key, "spec.secretKey") or ""
+    try:
+        access_key = secret_value(secrets, spec.access_key, "spec.accessKey") or ""
+        secret_key = secret_value(secrets, spec.secret_key, "spec.secretKey") or ""
+    except CredentialsError as error:
+        raise ConfigError(str(error)) from None
     return RocketMQSettings(endpoints=spec.endpoints, topic=spec.topic, consumer_group=spec.consumer_group,
                             filter_expression=spec.filter_expression, filter_type=spec.filter_type,
                             namespace=spec.namespace or "", access_key=access_key.strip(),
                             secret_key=secret_key.strip())
-
-
-def _secret(secrets: SecretLookup, ref: SecretValueFromSource | None, what: str) -> str | None:
-    if ref is None:
-        return None
-    selector = ref.secret_key_ref
-    value = secrets.get(selector.name, selector.key)
-    if value is None and not selector.optional:
-        raise ConfigError(f"{what}: Secret {selector.name!r} key {selector.key!r} is not available "
-                          f"(looked for {secrets.describe(selector.name, selector.key)})")
-    return value
 
 
 # --- from a manifest (adapters hosted by ``eventferry run``) -------------------------------------------------

@@ -16,9 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import ssl
-import tempfile
 import time
 from typing import Any
 
@@ -34,7 +31,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from eventferry.adapters.config import AdapterConfig, KafkaSourceSettings, Tls
+from eventferry.adapters.config import AdapterConfig
 from eventferry.adapters.core import Abandoned, AdapterError, SinkClient, run_with
 from eventferry.adapters.health import AdapterHealth
 from eventferry.adapters.kafka_mapping import map_record
@@ -60,32 +57,6 @@ async def run_kafka_adapter(config: AdapterConfig, stop: asyncio.Event, *, metri
         await KafkaAdapter(config, sink, metrics, health, stopping).run()
 
     await run_with(config, stop, consume, metrics, health)
-
-
-def client_options(settings: KafkaSourceSettings) -> dict[str, Any]:
-    """aiokafka connection options: bootstrap servers, security protocol, SASL and TLS."""
-    options: dict[str, Any] = {"bootstrap_servers": list(settings.bootstrap_servers),
-                               "security_protocol": settings.security_protocol}
-    if settings.sasl is not None:
-        options.update(sasl_mechanism=settings.sasl.mechanism, sasl_plain_username=settings.sasl.username,
-                       sasl_plain_password=settings.sasl.password)
-    if settings.tls is not None:
-        options["ssl_context"] = ssl_context(settings.tls)
-    return options
-
-
-def ssl_context(tls: Tls) -> ssl.SSLContext:
-    context = ssl.create_default_context(cadata=tls.ca_cert) if tls.ca_cert else ssl.create_default_context()
-    if tls.cert and tls.key:
-        # ssl loads a client key pair only from files: write them where only this process can read, briefly.
-        with tempfile.TemporaryDirectory(prefix="eventferry-tls-") as directory:
-            cert, key = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
-            for path, text in ((cert, tls.cert), (key, tls.key)):
-                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(descriptor, "w") as handle:
-                    handle.write(text)
-            context.load_cert_chain(cert, key)
-    return context
 
 
 class _Observer(LoopObserver):
@@ -136,7 +107,7 @@ class KafkaAdapter:
     async def run(self) -> None:
         # Building a TLS context reads certificates (and writes a client key pair to a private temporary
         # directory): file I/O, kept off the event loop.
-        self._options = await asyncio.to_thread(client_options, self.settings)
+        self._options = await asyncio.to_thread(self.settings.client_options)
         failures = 0
         while not self.stopping.is_set():
             try:

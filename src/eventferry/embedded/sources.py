@@ -16,12 +16,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from eventferry.adapters import ConfigError, config_from_manifest, run_adapter
-from eventferry.adapters.config import MappingSecrets
 from eventferry.apis import KafkaSource, RocketMQSource
 from eventferry.apis.meta import DEFAULT_NAMESPACE
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.resolve import Resolver, Unresolvable
 from eventferry.embedded.manifests import Manifests
+from eventferry.kafka.connection import MappingSecrets
 
 log = logging.getLogger("eventferry.run")
 

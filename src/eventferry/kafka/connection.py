@@ -1,0 +1,144 @@
+"""How to connect to a KafkaSource's Kafka: SASL and TLS read from the Secret keys its spec names.
+
+Shared by the adapter (Secrets mounted as files) and the operator's built-in autoscaler, which reads
+the consumer group's lag while no adapter runs (Secrets read from the API, held in memory only).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from eventferry.apis.duck import SecretValueFromSource
+from eventferry.apis.kafkasource import KafkaNetSpec
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class CredentialsError(ValueError):
+    """A Secret key the spec needs is missing or holds something unusable; the message names the field."""
+
+
+class SecretLookup(Protocol):
+    def get(self, name: str, key: str) -> str | None:
+        """The value of key ``key`` of Secret ``name``, or None when it is not there."""
+
+    def describe(self, name: str, key: str) -> str:
+        """Where the value was looked for, for error messages."""
+
+
+class DirectorySecrets:
+    """Secret keys mounted as files ``<root>/<secret name>/<key>`` (a projected volume per Secret)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def get(self, name: str, key: str) -> str | None:
+        try:
+            return (self.root / name / key).read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def describe(self, name: str, key: str) -> str:
+        return str(self.root / name / key)
+
+
+class MappingSecrets:
+    """Secret values held in memory: {(secret name, key): value}."""
+
+    def __init__(self, values: Mapping[tuple[str, str], str] | None = None) -> None:
+        self.values = dict(values or {})
+
+    def get(self, name: str, key: str) -> str | None:
+        return self.values.get((name, key))
+
+    def describe(self, name: str, key: str) -> str:
+        return f"Secret {name!r} key {key!r}"
+
+
+@dataclass(frozen=True)
+class Sasl:
+    mechanism: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Tls:
+    ca_cert: str | None = None  # PEM
+    cert: str | None = None  # PEM, client certificate for mutual TLS
+    key: str | None = field(default=None, repr=False)  # PEM
+
+
+def secret_value(secrets: SecretLookup, ref: SecretValueFromSource | None, what: str) -> str | None:
+    """The value ``ref`` points to; None for no ref or an optional key that is missing."""
+    if ref is None:
+        return None
+    selector = ref.secret_key_ref
+    value = secrets.get(selector.name, selector.key)
+    if value is None and not selector.optional:
+        raise CredentialsError(f"{what}: Secret {selector.name!r} key {selector.key!r} is not available "
+                               f"(looked for {secrets.describe(selector.name, selector.key)})")
+    return value
+
+
+def security(net: KafkaNetSpec | None, secrets: SecretLookup) -> tuple[Sasl | None, Tls | None]:
+    """SASL and TLS of ``spec.net``, their values read through ``secrets``."""
+    sasl: Sasl | None = None
+    tls: Tls | None = None
+    if net is not None and net.sasl is not None and net.sasl.enable:
+        assert net.sasl.user is not None and net.sasl.password is not None  # the model requires them when enabled
+        user = secret_value(secrets, net.sasl.user, "spec.net.sasl.user")
+        password = secret_value(secrets, net.sasl.password, "spec.net.sasl.password")
+        mechanism = (secret_value(secrets, net.sasl.type, "spec.net.sasl.type") or "PLAIN").strip().upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise CredentialsError(f"spec.net.sasl.type is {mechanism!r}: use one of {', '.join(SASL_MECHANISMS)}")
+        if user is None or password is None:
+            raise CredentialsError("spec.net.sasl is enabled but its user or password Secret key is optional "
+                                   "and missing")
+        sasl = Sasl(mechanism, user, password)
+    if net is not None and net.tls is not None and net.tls.enable:
+        tls = Tls(ca_cert=secret_value(secrets, net.tls.ca_cert, "spec.net.tls.caCert"),
+                  cert=secret_value(secrets, net.tls.cert, "spec.net.tls.cert"),
+                  key=secret_value(secrets, net.tls.key, "spec.net.tls.key"))
+        if (tls.cert is None) != (tls.key is None):
+            raise CredentialsError("spec.net.tls: the client certificate and key must both be present, or neither")
+    return sasl, tls
+
+
+def security_protocol(sasl: Sasl | None, tls: Tls | None) -> str:
+    if sasl is not None:
+        return "SASL_SSL" if tls is not None else "SASL_PLAINTEXT"
+    return "SSL" if tls is not None else "PLAINTEXT"
+
+
+def client_options(bootstrap_servers: tuple[str, ...] | list[str], sasl: Sasl | None,
+                   tls: Tls | None) -> dict[str, Any]:
+    """aiokafka connection options: bootstrap servers, security protocol, SASL and TLS."""
+    options: dict[str, Any] = {"bootstrap_servers": list(bootstrap_servers),
+                               "security_protocol": security_protocol(sasl, tls)}
+    if sasl is not None:
+        options.update(sasl_mechanism=sasl.mechanism, sasl_plain_username=sasl.username,
+                       sasl_plain_password=sasl.password)
+    if tls is not None:
+        options["ssl_context"] = ssl_context(tls)
+    return options
+
+
+def ssl_context(tls: Tls) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=tls.ca_cert) if tls.ca_cert else ssl.create_default_context()
+    if tls.cert and tls.key:
+        # ssl loads a client key pair only from files: write them where only this process can read, briefly.
+        with tempfile.TemporaryDirectory(prefix="eventferry-tls-") as directory:
+            cert, key = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
+            for path, text in ((cert, tls.cert), (key, tls.key)):
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "w") as handle:
+                    handle.write(text)
+            context.load_cert_chain(cert, key)
+    return context
