@@ -25,7 +25,7 @@ from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.contract.model import Delivery
 from tests.env.servers import PLAIN_PASSWORD, PLAIN_USER, SCRAM_PASSWORD, SCRAM_USER, Kafka
 from tests.support.processes import kill, start_eventferry
-from tests.support.subscriber import Answer, Received, Subscriber
+from tests.support.subscriber import Answer, Received, Subscriber, Subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +73,6 @@ async def running(config: AdapterConfig, metrics: AdapterMetrics | None = None) 
         await asyncio.wait_for(task, 30)
 
 
-@contextlib.asynccontextmanager
-async def sinks(*scripts: Any) -> AsyncIterator[list[Subscriber]]:
-    started = [await Subscriber(script).start() for script in scripts]
-    try:
-        yield started
-    finally:
-        for sink in started:
-            await sink.stop()
-
-
 async def committed(kafka: Kafka, topic: str, group: str, partitions: int) -> dict[int, int | None]:
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
@@ -92,7 +82,7 @@ async def committed(kafka: Kafka, topic: str, group: str, partitions: int) -> di
         await consumer.stop()
 
 
-async def test_records_and_cloudevents_are_mapped_end_to_end(kafka: Kafka) -> None:
+async def test_records_and_cloudevents_are_mapped_end_to_end(kafka: Kafka, subscribers: Subscribers) -> None:
     topic = await new_topic(kafka, partitions=1)
     structured = json.dumps({"specversion": "1.0", "id": "comment-7", "source": "/chat", "type": "live.comment",
                              "datacontenttype": "application/json", "data": {"text": "hi"}}).encode()
@@ -106,14 +96,14 @@ async def test_records_and_cloudevents_are_mapped_end_to_end(kafka: Kafka) -> No
         {"value": structured, "headers": [("content-type", b"application/cloudevents+json")]},
         {"value": b"half an event", "headers": [("ce_specversion", b"1.0"), ("ce_id", b"broken")]},
     ])
-    async with sinks(None, None) as (sink, dead_letters):
-        config = config_from_manifest(
-            manifest(topic, kafka.bootstrap, sink.url, ceOverrides={"extensions": {"team": "inference"}}), sink.url,
-            delivery=Delivery(retry=0, dead_letter_sink=dead_letters.url), limits=FAST)
-        metrics = AdapterMetrics("kafka", "live", "frames")
-        async with running(config, metrics):
-            got = await sink.wait_for(3, timeout=30)
-            dead = await dead_letters.wait_for(1, timeout=30)
+    sink, dead_letters = await subscribers(), await subscribers()
+    config = config_from_manifest(
+        manifest(topic, kafka.bootstrap, sink.url, ceOverrides={"extensions": {"team": "inference"}}), sink.url,
+        delivery=Delivery(retry=0, dead_letter_sink=dead_letters.url), limits=FAST)
+    metrics = AdapterMetrics("kafka", "live", "frames")
+    async with running(config, metrics):
+        got = await sink.wait_for(3, timeout=30)
+        dead = await dead_letters.wait_for(1, timeout=30)
 
     plain, binary, structured_event = (r.event for r in got)
     assert plain.attributes == {
@@ -145,7 +135,7 @@ async def test_records_and_cloudevents_are_mapped_end_to_end(kafka: Kafka) -> No
     assert await committed(kafka, topic, f"group-{topic}", 1) == {0: 4}
 
 
-async def test_ordered_delivery_keeps_the_order_of_each_partition(kafka: Kafka) -> None:
+async def test_ordered_delivery_keeps_the_order_of_each_partition(kafka: Kafka, subscribers: Subscribers) -> None:
     topic = await new_topic(kafka, partitions=3)
     count = 300
     await produce(kafka, topic, [{"value": f"{i}".encode(), "key": f"k{i % 11}".encode()} for i in range(count)])
@@ -153,11 +143,11 @@ async def test_ordered_delivery_keeps_the_order_of_each_partition(kafka: Kafka) 
     def jittery(received: Received, seen: int) -> Answer:
         return Answer(delay=(hash(received.event.id) % 4) / 1000)  # later records may well be answered first
 
-    async with sinks(jittery) as (sink,):
-        config = config_from_manifest(manifest(topic, kafka.bootstrap, sink.url, ordering="ordered"), sink.url,
-                                      limits=FAST)
-        async with running(config):
-            got = await sink.wait_for(count, timeout=60)
+    sink = await subscribers(jittery)
+    config = config_from_manifest(manifest(topic, kafka.bootstrap, sink.url, ordering="ordered"), sink.url,
+                                  limits=FAST)
+    async with running(config):
+        got = await sink.wait_for(count, timeout=60)
     arrivals: dict[str, list[int]] = collections.defaultdict(list)
     for received in got:
         arrivals[str(received.event.attributes["knativekafkapartition"])].append(
@@ -169,7 +159,7 @@ async def test_ordered_delivery_keeps_the_order_of_each_partition(kafka: Kafka) 
         assert offsets == list(range(len(offsets))), f"partition {partition}: offsets missing or repeated"
 
 
-async def test_a_sink_failing_for_a_while_loses_nothing(kafka: Kafka) -> None:
+async def test_a_sink_failing_for_a_while_loses_nothing(kafka: Kafka, subscribers: Subscribers) -> None:
     topic = await new_topic(kafka, partitions=3)
     count = 200
     await produce(kafka, topic, [{"value": f"{i}".encode()} for i in range(count)])
@@ -178,14 +168,14 @@ async def test_a_sink_failing_for_a_while_loses_nothing(kafka: Kafka) -> None:
     def flaky(received: Received, seen: int) -> Answer:
         return Answer(status=500 if time.monotonic() < recovers_at else 202)
 
-    async with sinks(flaky) as (sink,):
-        # One retry and no dead-letter sink: deliveries end FAILED while the sink is down.
-        config = config_from_manifest(manifest(topic, kafka.bootstrap, sink.url), sink.url,
-                                      delivery=Delivery(retry=1, backoff_delay=0.05, timeout=5), limits=FAST)
-        metrics = AdapterMetrics("kafka", "live", "frames")
-        async with running(config, metrics):
-            got = await sink.wait_for(count, timeout=60)
-            await asyncio.sleep(0.5)  # one more commit interval
+    sink = await subscribers(flaky)
+    # One retry and no dead-letter sink: deliveries end FAILED while the sink is down.
+    config = config_from_manifest(manifest(topic, kafka.bootstrap, sink.url), sink.url,
+                                  delivery=Delivery(retry=1, backoff_delay=0.05, timeout=5), limits=FAST)
+    metrics = AdapterMetrics("kafka", "live", "frames")
+    async with running(config, metrics):
+        got = await sink.wait_for(count, timeout=60)
+        await asyncio.sleep(0.5)  # one more commit interval
     values = {r.event.data for r in got}
     assert values == {f"{i}".encode() for i in range(count)}, f"{count - len(values)} records lost"
     assert metrics.value("eventferry_adapter_events_sent_total", outcome="failed", code="500") > 0
@@ -194,15 +184,15 @@ async def test_a_sink_failing_for_a_while_loses_nothing(kafka: Kafka) -> None:
     assert sum(o or 0 for o in offsets.values()) == count, f"committed offsets {offsets}"
 
 
-async def test_dead_letter_sink_gets_the_events_a_sink_always_refuses(kafka: Kafka) -> None:
+async def test_dead_letter_sink_gets_the_events_a_sink_always_refuses(kafka: Kafka, subscribers: Subscribers) -> None:
     topic = await new_topic(kafka, partitions=1)
     await produce(kafka, topic, [{"value": f"v{i}".encode()} for i in range(5)])
-    async with sinks(lambda r, n: Answer(status=500, body=b"sink is down"), None) as (sink, dead_letters):
-        config = config_from_manifest(manifest(topic, kafka.bootstrap, sink.url), sink.url, limits=FAST,
-                                      delivery=Delivery(retry=2, backoff_delay=0.01, dead_letter_sink=dead_letters.url))
-        async with running(config):
-            dead = await dead_letters.wait_for(5, timeout=30)
-            await asyncio.sleep(0.5)
+    sink, dead_letters = await subscribers(lambda r, n: Answer(status=500, body=b"sink is down")), await subscribers()
+    config = config_from_manifest(manifest(topic, kafka.bootstrap, sink.url), sink.url, limits=FAST,
+                                  delivery=Delivery(retry=2, backoff_delay=0.01, dead_letter_sink=dead_letters.url))
+    async with running(config):
+        dead = await dead_letters.wait_for(5, timeout=30)
+        await asyncio.sleep(0.5)
     assert sorted(r.event.id for r in dead) == [f"partition:0/offset:{i}" for i in range(5)]
     for received in dead:
         attributes = received.event.attributes
@@ -230,16 +220,17 @@ SASL_NET = {"sasl": {"enable": True, "user": {"secretKeyRef": {"name": "kafka-au
     ("SCRAM-SHA-512", SCRAM_USER, SCRAM_PASSWORD),
     ("PLAIN", PLAIN_USER, PLAIN_PASSWORD),
 ])
-async def test_sasl(kafka: Kafka, tmp_path: Path, mechanism: str, user: str, password: str) -> None:
+async def test_sasl(kafka: Kafka, tmp_path: Path, mechanism: str, user: str, password: str,
+                    subscribers: Subscribers) -> None:
     topic = await new_topic(kafka, partitions=1)
     await produce(kafka, topic, [{"value": b"secured"}])
     write_secrets(tmp_path, user, password, mechanism)
-    async with sinks(None) as (sink,):
-        config = config_from_manifest(manifest(topic, kafka.sasl_bootstrap, sink.url, net=SASL_NET), sink.url,
-                                      secrets=DirectorySecrets(tmp_path), limits=FAST)
-        assert config.kafka is not None and config.kafka.security_protocol == "SASL_PLAINTEXT"
-        async with running(config):
-            got = await sink.wait_for(1, timeout=30)
+    sink = await subscribers()
+    config = config_from_manifest(manifest(topic, kafka.sasl_bootstrap, sink.url, net=SASL_NET), sink.url,
+                                  secrets=DirectorySecrets(tmp_path), limits=FAST)
+    assert config.kafka is not None and config.kafka.security_protocol == "SASL_PLAINTEXT"
+    async with running(config):
+        got = await sink.wait_for(1, timeout=30)
     assert got[0].event.data == b"secured"
 
 

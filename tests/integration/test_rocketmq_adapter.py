@@ -24,7 +24,7 @@ from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.contract.model import Delivery
 from tests.env.servers import RocketMQ
 from tests.support.processes import start_eventferry
-from tests.support.subscriber import Answer, Received, Subscriber
+from tests.support.subscriber import Answer, Received, Subscriber, Subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -105,16 +105,6 @@ async def running(config: AdapterConfig, metrics: AdapterMetrics | None = None) 
         await asyncio.wait_for(task, 60)
 
 
-@contextlib.asynccontextmanager
-async def sinks(*scripts: Any) -> AsyncIterator[list[Subscriber]]:
-    started = [await Subscriber(script).start() for script in scripts]
-    try:
-        yield started
-    finally:
-        for sink in started:
-            await sink.stop()
-
-
 async def distinct(sink: Subscriber, count: int, timeout: float) -> None:
     """Waits until the sink accepted ``count`` distinct events (duplicates do not count)."""
     deadline = time.monotonic() + timeout
@@ -122,30 +112,31 @@ async def distinct(sink: Subscriber, count: int, timeout: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_messages_and_cloudevents_are_mapped_end_to_end(rocketmq: RocketMQ, topics: dict[str, str]) -> None:
+async def test_messages_and_cloudevents_are_mapped_end_to_end(rocketmq: RocketMQ, topics: dict[str, str],
+                                                              subscribers: Subscribers) -> None:
     topic = topics["mapping"]
-    async with sinks(None, None) as (sink, dead_letters):
-        config = config_from_manifest(
-            manifest(topic, rocketmq.endpoint, sink.url, filterExpression="comment || ce",
-                     ceOverrides={"extensions": {"team": "moderation"}}),
-            sink.url, delivery=Delivery(retry=0, dead_letter_sink=dead_letters.url), limits=FAST)
-        async with running(config):
-            structured = json.dumps({"specversion": "1.0", "id": "c-2", "source": "/chat", "type": "live.comment",
-                                     "data": {"text": "hi"}}).encode()
-            ids = await send(rocketmq, topic, [
-                message(topic, b"great stream!", tag="comment", keys=("room-9", "user-1"),
-                        properties={"Room-Id": "9", "traceparent": TRACEPARENT}),
-                message(topic, b"a gift", tag="gift"),  # filtered out by the tag expression
-                message(topic, b"binary data", tag="ce", properties={
-                    "CE_specversion": "1.0", "CE_id": "c-1", "CE_source": "/chat/room-9", "CE_type": "live.comment",
-                    "CE_contenttype": "text/plain"}),
-                message(topic, structured, tag="ce",
-                        properties={"CE_contenttype": "application/cloudevents+json; charset=UTF-8"}),
-                message(topic, b"half an event", tag="ce", properties={"CE_specversion": "1.0", "CE_id": "broken"}),
-            ], in_order=True)
-            await sink.wait_for(3, timeout=30)
-            dead = await dead_letters.wait_for(1, timeout=30)
-            await asyncio.sleep(1)  # time for the filtered-out message to show up, were it not filtered
+    sink, dead_letters = await subscribers(), await subscribers()
+    config = config_from_manifest(
+        manifest(topic, rocketmq.endpoint, sink.url, filterExpression="comment || ce",
+                 ceOverrides={"extensions": {"team": "moderation"}}),
+        sink.url, delivery=Delivery(retry=0, dead_letter_sink=dead_letters.url), limits=FAST)
+    async with running(config):
+        structured = json.dumps({"specversion": "1.0", "id": "c-2", "source": "/chat", "type": "live.comment",
+                                 "data": {"text": "hi"}}).encode()
+        ids = await send(rocketmq, topic, [
+            message(topic, b"great stream!", tag="comment", keys=("room-9", "user-1"),
+                    properties={"Room-Id": "9", "traceparent": TRACEPARENT}),
+            message(topic, b"a gift", tag="gift"),  # filtered out by the tag expression
+            message(topic, b"binary data", tag="ce", properties={
+                "CE_specversion": "1.0", "CE_id": "c-1", "CE_source": "/chat/room-9", "CE_type": "live.comment",
+                "CE_contenttype": "text/plain"}),
+            message(topic, structured, tag="ce",
+                    properties={"CE_contenttype": "application/cloudevents+json; charset=UTF-8"}),
+            message(topic, b"half an event", tag="ce", properties={"CE_specversion": "1.0", "CE_id": "broken"}),
+        ], in_order=True)
+        await sink.wait_for(3, timeout=30)
+        dead = await dead_letters.wait_for(1, timeout=30)
+        await asyncio.sleep(1)  # time for the filtered-out message to show up, were it not filtered
     by_id = {r.event.id: r for r in sink.received}
     assert set(by_id) == {ids[0], "c-1", "c-2"}, f"got {sorted(by_id)}"
     plain = by_id[ids[0]].event
@@ -170,7 +161,8 @@ async def test_messages_and_cloudevents_are_mapped_end_to_end(rocketmq: RocketMQ
     assert "not valid" in base64.b64decode(str(broken.attributes["knativeerrordata"])).decode()
 
 
-async def test_a_sink_failing_for_a_while_loses_nothing(rocketmq: RocketMQ, topics: dict[str, str]) -> None:
+async def test_a_sink_failing_for_a_while_loses_nothing(rocketmq: RocketMQ, topics: dict[str, str],
+                                                        subscribers: Subscribers) -> None:
     topic = topics["flaky"]
     count = 100
     recovers_at = time.monotonic() + 1e9
@@ -178,14 +170,14 @@ async def test_a_sink_failing_for_a_while_loses_nothing(rocketmq: RocketMQ, topi
     def flaky(received: Received, seen: int) -> Answer:
         return Answer(status=503 if time.monotonic() < recovers_at else 200)
 
-    async with sinks(flaky) as (sink,):
-        config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url), sink.url, limits=FAST,
-                                      delivery=Delivery(retry=0, timeout=5))
-        metrics = AdapterMetrics("rocketmq", "live", "comments")
-        async with running(config, metrics):
-            recovers_at = time.monotonic() + 3
-            await send(rocketmq, topic, [message(topic, f"{i}".encode()) for i in range(count)])
-            await distinct(sink, count, timeout=60)
+    sink = await subscribers(flaky)
+    config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url), sink.url, limits=FAST,
+                                  delivery=Delivery(retry=0, timeout=5))
+    metrics = AdapterMetrics("rocketmq", "live", "comments")
+    async with running(config, metrics):
+        recovers_at = time.monotonic() + 3
+        await send(rocketmq, topic, [message(topic, f"{i}".encode()) for i in range(count)])
+        await distinct(sink, count, timeout=60)
     bodies = collections.Counter(r.event.data for r in sink.received)
     missing = {f"{i}".encode() for i in range(count)} - set(bodies)
     assert not missing, f"{len(missing)} messages lost"
@@ -194,16 +186,16 @@ async def test_a_sink_failing_for_a_while_loses_nothing(rocketmq: RocketMQ, topi
     assert redelivered, "the failed deliveries should come back as redeliveries of RocketMQ"
 
 
-async def test_dead_letter_sink_gets_the_events_a_sink_always_refuses(rocketmq: RocketMQ,
-                                                                      topics: dict[str, str]) -> None:
+async def test_dead_letter_sink_gets_the_events_a_sink_always_refuses(rocketmq: RocketMQ, topics: dict[str, str],
+                                                                      subscribers: Subscribers) -> None:
     topic = topics["dead"]
-    async with sinks(lambda r, n: Answer(status=500, body=b"down"), None) as (sink, dead_letters):
-        config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url), sink.url, limits=FAST,
-                                      delivery=Delivery(retry=1, backoff_delay=0.01, dead_letter_sink=dead_letters.url))
-        async with running(config):
-            ids = await send(rocketmq, topic, [message(topic, f"v{i}".encode()) for i in range(5)])
-            dead = await dead_letters.wait_for(5, timeout=30)
-            await asyncio.sleep(2)  # acknowledged: nothing comes back
+    sink, dead_letters = await subscribers(lambda r, n: Answer(status=500, body=b"down")), await subscribers()
+    config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url), sink.url, limits=FAST,
+                                  delivery=Delivery(retry=1, backoff_delay=0.01, dead_letter_sink=dead_letters.url))
+    async with running(config):
+        ids = await send(rocketmq, topic, [message(topic, f"v{i}".encode()) for i in range(5)])
+        dead = await dead_letters.wait_for(5, timeout=30)
+        await asyncio.sleep(2)  # acknowledged: nothing comes back
     assert sorted(r.event.id for r in dead) == sorted(ids)
     for received in dead:
         assert received.event.attributes["knativeerrordest"] == sink.url
@@ -213,21 +205,21 @@ async def test_dead_letter_sink_gets_the_events_a_sink_always_refuses(rocketmq: 
     assert len(sink.requests) == 10  # each: the first attempt and one retry, then the dead-letter sink
 
 
-async def test_ordered_delivery_keeps_the_order_of_each_message_group(rocketmq: RocketMQ,
-                                                                      topics: dict[str, str]) -> None:
+async def test_ordered_delivery_keeps_the_order_of_each_message_group(rocketmq: RocketMQ, topics: dict[str, str],
+                                                                      subscribers: Subscribers) -> None:
     topic = topics["ordered"]
     count = 90
 
     def jittery(received: Received, seen: int) -> Answer:
         return Answer(delay=(hash(received.event.id) % 5) / 1000)
 
-    async with sinks(jittery) as (sink,):
-        config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url, ordering="ordered"), sink.url,
-                                      limits=FAST)
-        async with running(config):
-            await send(rocketmq, topic, [message(topic, f"room-{i % 3}:{i}".encode(), group=f"room-{i % 3}")
-                                         for i in range(count)], in_order=True)
-            await sink.wait_for(count, timeout=60)
+    sink = await subscribers(jittery)
+    config = config_from_manifest(manifest(topic, rocketmq.endpoint, sink.url, ordering="ordered"), sink.url,
+                                  limits=FAST)
+    async with running(config):
+        await send(rocketmq, topic, [message(topic, f"room-{i % 3}:{i}".encode(), group=f"room-{i % 3}")
+                                     for i in range(count)], in_order=True)
+        await sink.wait_for(count, timeout=60)
     arrivals: dict[str, list[int]] = collections.defaultdict(list)
     for received in sink.received:
         group, number = (received.event.data or b"").decode().split(":")
