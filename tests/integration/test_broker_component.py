@@ -17,7 +17,7 @@ import pytest
 from eventferry.contract import model
 from tests.env.ports import free_port
 from tests.env.servers import Kafka
-from tests.support.subscriber import Subscriber
+from tests.support.subscriber import Subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +67,8 @@ async def until(predicate, timeout: float = 30) -> None:  # type: ignore[no-unty
         await asyncio.sleep(0.2)
 
 
-async def test_contract_file_is_followed_while_running(tmp_path: Path) -> None:
-    sub = await Subscriber().start()
+async def test_contract_file_is_followed_while_running(tmp_path: Path, subscribers: Subscribers) -> None:
+    sub = await subscribers()
     path = tmp_path / "contract.json"
     path.write_text(contract(1, "b", [model.Trigger(namespace="default", name="t1", subscriber=f"{sub.url}/one")]))
     port = free_port()
@@ -99,11 +99,11 @@ async def test_contract_file_is_followed_while_running(tmp_path: Path) -> None:
         await sub.wait_for(2, "/two")
     finally:
         assert stop(proc) == 0
-        await sub.stop()
 
 
-async def test_ingress_and_dispatcher_replicas_split_a_kafka_broker(kafka: Kafka, tmp_path: Path) -> None:
-    sub = await Subscriber().start()
+async def test_ingress_and_dispatcher_replicas_split_a_kafka_broker(kafka: Kafka, tmp_path: Path,
+                                                                    subscribers: Subscribers) -> None:
+    sub = await subscribers()
     name = f"split{uuid.uuid4().hex[:6]}"
     path = tmp_path / "contract.json"
     path.write_text(contract(1, name, [model.Trigger(namespace="default", name="t", subscriber=f"{sub.url}/s")],
@@ -134,4 +134,3 @@ async def test_ingress_and_dispatcher_replicas_split_a_kafka_broker(kafka: Kafka
     finally:
         stop(ingress)
         stop(dispatcher)
-        await sub.stop()

@@ -21,7 +21,7 @@ from eventferry.events.http import BATCH, STRUCTURED
 from tests.support import manifests
 from tests.support.broker import RunningBroker, start_broker
 from tests.support.rawhttp import read_answer, request_head, send_raw
-from tests.support.subscriber import Answer, Subscriber
+from tests.support.subscriber import Answer, Subscriber, Subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ async def test_a_body_that_stalls_past_the_timeout_gets_408(broker: RunningBroke
         writer.close()
 
 
-async def test_a_large_reply_reenters_the_broker_whole(tmp_path: Path) -> None:
+async def test_a_large_reply_reenters_the_broker_whole(tmp_path: Path, subscribers: Subscribers) -> None:
     reply_data = b"r" * (2 * 1024 * 1024)
     replies: Subscriber
 
@@ -128,7 +128,7 @@ async def test_a_large_reply_reenters_the_broker_whole(tmp_path: Path) -> None:
         return Answer(200, {"ce-specversion": "1.0", "ce-id": "reply-1", "ce-source": "/replier",
                             "ce-type": "com.example.answer", "content-type": "application/octet-stream"}, reply_data)
 
-    replies = await Subscriber(script).start()
+    replies = await subscribers(script)
     running = await start_broker(tmp_path, one_trigger(replies.url))
     try:
         async with aiohttp.ClientSession() as session, session.post(
@@ -140,7 +140,6 @@ async def test_a_large_reply_reenters_the_broker_whole(tmp_path: Path) -> None:
         assert answer.event.data == reply_data
     finally:
         await running.stop()
-        await replies.stop()
 
 
 # --- findings 2 and 3: client faults get 400, never 500 or a silent loss ----------------------------------
@@ -257,8 +256,8 @@ async def test_before_the_contract_is_loaded_the_answer_is_503_with_retry_after(
 
 # --- a delivery that raises is a failed attempt -------------------------------------------------------------
 
-async def test_a_delivery_that_raises_is_retried_then_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                                    ) -> None:
+async def test_a_delivery_that_raises_is_retried_then_dead_lettered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    subscribers: Subscribers) -> None:
     from eventferry.delivery import sender as sender_module
 
     real_to_binary = sender_module.to_binary
@@ -269,7 +268,7 @@ async def test_a_delivery_that_raises_is_retried_then_dead_lettered(tmp_path: Pa
         return real_to_binary(event)
 
     monkeypatch.setattr(sender_module, "to_binary", failing_to_binary)
-    subscriber, dls = await Subscriber().start(), await Subscriber().start()
+    subscriber, dls = await subscribers(), await subscribers()
     running = await start_broker(tmp_path, one_trigger(
         subscriber.url, f'{{retry: 1, backoffDelay: PT0.05S, deadLetterSink: {{uri: "{dls.url}/dls"}}}}'))
     try:
@@ -284,8 +283,6 @@ async def test_a_delivery_that_raises_is_retried_then_dead_lettered(tmp_path: Pa
                 page = await response.text()
     finally:
         await running.stop()
-        await subscriber.stop()
-        await dls.stop()
     assert dead.event.id == "boom"
     assert b"cannot encode this one" in base64.b64decode(str(dead.event.attributes["knativeerrordata"]))
     assert [r.event.id for r in subscriber.received] == ["fine"]

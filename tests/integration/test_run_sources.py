@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests.env.servers import Kafka, RocketMQ
 from tests.support.broker import start_broker
-from tests.support.subscriber import Subscriber
+from tests.support.subscriber import Subscriber, Subscribers
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +66,14 @@ spec:
 """
 
 
-async def test_sources_in_the_embedded_mode(kafka: Kafka, rocketmq: RocketMQ, tmp_path: Path) -> None:
+async def test_sources_in_the_embedded_mode(kafka: Kafka, rocketmq: RocketMQ, tmp_path: Path,
+                                            subscribers: Subscribers) -> None:
     from rocketmq import ClientConfiguration, Credentials, Message, Producer
 
     suffix = uuid.uuid4().hex[:6]
     frames, comments = f"frames-{suffix}", f"comments-{suffix}"
     await asyncio.to_thread(rocketmq.create_topic, comments)
-    sub = await Subscriber().start()
+    sub = await subscribers()
     broker = await start_broker(tmp_path, manifests(sub, kafka, rocketmq, frames, comments),
                                 services={("live", "moderation"): f"{sub.url}/moderation"})
     try:
@@ -105,4 +106,3 @@ async def test_sources_in_the_embedded_mode(kafka: Kafka, rocketmq: RocketMQ, tm
         assert comment.event.source == f"/apis/v1/namespaces/live/rocketmqsources/live-comments#{comments}"
     finally:
         await broker.stop()
-        await sub.stop()
