@@ -17,7 +17,7 @@ from tests.env.ports import free_port
 from tests.faults.support import rss_mib
 from tests.support.processes import kill, start_eventferry, wait_ready
 from tests.support.rawhttp import request_head, send_raw
-from tests.support.subscriber import Subscriber
+from tests.support.subscriber import Subscribers
 
 pytestmark = pytest.mark.faults
 
@@ -51,8 +51,8 @@ def hostile_requests(rng: random.Random) -> list[tuple[list[tuple[bytes, bytes]]
 
 
 @pytest.mark.timeout(300)
-async def test_hostile_input_gets_4xx_and_the_process_stays_small(tmp_path: Path) -> None:
-    sub = await Subscriber().start()
+async def test_hostile_input_gets_4xx_and_the_process_stays_small(tmp_path: Path, subscribers: Subscribers) -> None:
+    sub = await subscribers()
     manifest = tmp_path / "broker.yaml"
     manifest.write_text(f"""apiVersion: eventferry.dev/v1alpha1
 kind: Broker
@@ -127,7 +127,6 @@ spec:
         for writer in held:
             writer.close()
         kill(proc, signal.SIGTERM)
-        await sub.stop()
     print(f"\nhostile ingress: answers {dict(sorted(statuses.items()))}; RSS {start_rss:.0f} MiB at start, "
           f"peak {peak:.0f} MiB with {FLOOD} idle connections, {SLOW_CLIENTS} slow clients and {GOOD_EVENTS} good "
           "events delivered")

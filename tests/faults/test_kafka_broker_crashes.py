@@ -24,7 +24,7 @@ from tests.env.servers import Kafka
 from tests.faults.support import SenderReport, first_deliveries_in_order, rss_mib, send_at_least_once
 from tests.support import manifests
 from tests.support.processes import kill, start_eventferry
-from tests.support.subscriber import Answer, Received, Subscriber
+from tests.support.subscriber import Answer, Received, Subscribers
 
 pytestmark = pytest.mark.faults
 
@@ -56,7 +56,8 @@ async def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 
 
 
 @pytest.mark.timeout(600)
-async def test_a_kafka_data_plane_killed_six_times_loses_nothing(kafka: Kafka, tmp_path: Path) -> None:
+async def test_a_kafka_data_plane_killed_six_times_loses_nothing(kafka: Kafka, tmp_path: Path,
+                                                                 subscribers: Subscribers) -> None:
     name = f"crash{uuid.uuid4().hex[:6]}"
     began = time.monotonic()
     chance = random.Random(7)
@@ -68,7 +69,7 @@ async def test_a_kafka_data_plane_killed_six_times_loses_nothing(kafka: Kafka, t
                 return Answer(503)
         return Answer(200)
 
-    sub = await Subscriber(script).start()
+    sub = await subscribers(script)
     path = tmp_path / "broker.yaml"
     path.write_text(manifest(name, kafka, sub.url))
     port = free_port()
@@ -106,7 +107,6 @@ async def test_a_kafka_data_plane_killed_six_times_loses_nothing(kafka: Kafka, t
         await asyncio.sleep(2)  # late duplicates count too
     finally:
         kill(proc)
-        await sub.stop()
 
     figures = []
     for at in ("/h", "/f", "/o"):

@@ -18,7 +18,7 @@ from tests.faults.support import SenderReport, send_at_least_once
 from tests.support import manifests
 from tests.support.cluster import SYSTEM, Cluster, condition_of, contract_trigger, dataplane_routes, manifest, trigger
 from tests.support.processes import kill, start_eventferry, wait_ready
-from tests.support.subscriber import Subscriber
+from tests.support.subscriber import Subscribers
 
 pytestmark = pytest.mark.faults
 
@@ -31,11 +31,12 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kafka]:
 
 
 @pytest.mark.timeout(300)
-async def test_kafka_restarted_under_load_loses_no_acknowledged_event(own_kafka: Kafka, tmp_path: Path) -> None:
+async def test_kafka_restarted_under_load_loses_no_acknowledged_event(own_kafka: Kafka, tmp_path: Path,
+                                                                      subscribers: Subscribers) -> None:
     from tests.env.ports import free_port
 
     name = f"restart{uuid.uuid4().hex[:6]}"
-    sub = await Subscriber().start()
+    sub = await subscribers()
     path = tmp_path / "broker.yaml"
     path.write_text(manifests.broker(name, "Kafka", own_kafka.bootstrap)
                     + manifests.trigger("all", name, f"{sub.url}/s", "{retry: 20, backoffDelay: PT0.2S}"))
@@ -60,7 +61,6 @@ async def test_kafka_restarted_under_load_loses_no_acknowledged_event(own_kafka:
         assert proc.poll() is None, "the data plane should ride out the Kafka restart, not exit"
     finally:
         kill(proc)
-        await sub.stop()
     delivered = [r.event.id for r in sub.received]
     missing = accepted - set(delivered)
     print(f"\nKafka restarted under load: {len(accepted)} acknowledged, {len(missing)} lost, "

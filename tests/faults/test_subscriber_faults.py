@@ -18,7 +18,7 @@ from tests.env.servers import Kafka
 from tests.faults.support import SenderReport, send_at_least_once
 from tests.support import manifests
 from tests.support.broker import start_broker
-from tests.support.subscriber import Answer, Received, Subscriber
+from tests.support.subscriber import Answer, Received, Subscriber, Subscribers
 
 pytestmark = pytest.mark.faults
 
@@ -39,7 +39,7 @@ def broker_manifests(name: str, broker_class: str, kafka: Kafka | None, subscrib
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("broker_class", ["InMemory", "Kafka"])
 async def test_every_event_ends_delivered_or_dead_lettered(broker_class: str, request: pytest.FixtureRequest,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, subscribers: Subscribers) -> None:
     kafka = request.getfixturevalue("kafka") if broker_class == "Kafka" else None
     began = time.monotonic()
     chance = random.Random(3)
@@ -59,8 +59,7 @@ async def test_every_event_ends_delivered_or_dead_lettered(broker_class: str, re
         return Answer(503) if time.monotonic() - began < DLS_DOWN_UNTIL else Answer(200)
 
     subscriber_port = free_port()
-    dls = await Subscriber(dls_script).start()
-    subscriber = Subscriber(subscriber_script)
+    dls = await subscribers(dls_script)
     settings = DataPlaneSettings(kafka_bootstrap_servers=[kafka.bootstrap] if kafka else None)
     name = f"faults-{uuid.uuid4().hex[:6]}"
     subscriber_url = f"http://127.0.0.1:{subscriber_port}"
@@ -68,13 +67,13 @@ async def test_every_event_ends_delivered_or_dead_lettered(broker_class: str, re
                                                             dls.url), settings=settings)
     report = SenderReport()
     try:
-        async def start_subscriber_later() -> None:
+        async def start_subscriber_later() -> Subscriber:
             await asyncio.sleep(DOWN_UNTIL)
-            await subscriber.start(port=subscriber_port)
+            return await subscribers(subscriber_script, port=subscriber_port)
 
         late = asyncio.create_task(start_subscriber_later())
         await send_at_least_once(running.url("default", name), KEYS, PER_KEY, RATE, report)
-        await late
+        subscriber = await late
         accepted = set(report.accepted)
         assert len(accepted) == KEYS * PER_KEY
 
@@ -89,8 +88,6 @@ async def test_every_event_ends_delivered_or_dead_lettered(broker_class: str, re
             metrics = await response.text()
     finally:
         await running.stop()
-        await subscriber.stop()
-        await dls.stop()
     delivered = {r.event.id for r in subscriber.received}
     dead = {r.event.id for r in dls.received}
     missing = accepted - delivered - dead
