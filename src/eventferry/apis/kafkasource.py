@@ -8,8 +8,8 @@ from pydantic import ConfigDict, Field, model_validator
 
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import CloudEventOverrides, Destination, SecretValueFromSource
-from eventferry.apis.meta import ApiModel, Resource, cel
-from eventferry.apis.source import UNORDERED, Ordering, SourceStatus
+from eventferry.apis.meta import ApiModel, cel
+from eventferry.apis.source import UNORDERED, Ordering, SourceResource, SourceStatus
 
 KEY_TYPE_LABEL = "eventferry.dev/key-type"
 KNATIVE_KEY_TYPE_LABEL = "kafkasources.sources.knative.dev/key-type"
@@ -97,7 +97,7 @@ class KafkaSourceSpec(ApiModel):
     """Extension attributes added to every event."""
 
 
-class KafkaSource(Resource):
+class KafkaSource(SourceResource):
     """A KafkaSource reads Kafka topics and sends each record as a CloudEvent to its sink."""
 
     api_version: Literal["eventferry.dev/v1alpha1"] = "eventferry.dev/v1alpha1"

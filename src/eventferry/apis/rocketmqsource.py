@@ -8,8 +8,8 @@ from pydantic import Field, field_validator, model_validator
 
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import CloudEventOverrides, Destination, SecretValueFromSource
-from eventferry.apis.meta import ApiModel, Resource, cel
-from eventferry.apis.source import UNORDERED, Ordering, SourceStatus
+from eventferry.apis.meta import ApiModel, cel
+from eventferry.apis.source import UNORDERED, Ordering, SourceResource, SourceStatus
 
 FilterType = Literal["tag", "sql92"]
 
@@ -67,7 +67,7 @@ class RocketMQSourceSpec(ApiModel):
         return self
 
 
-class RocketMQSource(Resource):
+class RocketMQSource(SourceResource):
     """A RocketMQSource reads a RocketMQ topic and sends each message as a CloudEvent to its sink."""
 
     api_version: Literal["eventferry.dev/v1alpha1"] = "eventferry.dev/v1alpha1"

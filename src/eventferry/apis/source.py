@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from eventferry.apis.meta import ApiModel, Status
+from eventferry.apis.autoscaling import SourceScaling, scaling_of
+from eventferry.apis.meta import ApiModel, Resource, Status
 
 Ordering = Literal["ordered", "unordered"]
 """ordered: one event in flight per partition or message queue; unordered: several, bounded."""
@@ -22,6 +23,19 @@ class CloudEventAttributes(ApiModel):
     source: str | None = None
 
 
+class SourceAutoscalingStatus(ApiModel):
+    """What the autoscaling of the adapter is doing (set while an autoscaling class is)."""
+
+    scaling_class: str | None = Field(default=None, alias="class")
+    """keda or builtin."""
+    desired_replicas: int | None = None
+    """Adapter replicas wanted."""
+    lag: int | None = None
+    """The consumer group's lag behind that decision (builtin)."""
+    message: str | None = None
+    """Why: the lag against the thresholds, or what KEDA reports."""
+
+
 class SourceStatus(Status):
     """Status of a source: the resolved sink and the running consumers (read by the scale subresource)."""
 
@@ -34,3 +48,18 @@ class SourceStatus(Status):
     """Consumers actually running (the scale subresource's status replicas)."""
     selector: str | None = None
     """Label selector of the adapter pods (the scale subresource's label selector)."""
+    autoscaling: SourceAutoscalingStatus | None = None
+
+
+class SourceResource(Resource):
+    """What both source kinds share as whole manifests: the autoscaling annotations, checked on load."""
+
+    @model_validator(mode="after")
+    def _autoscaling(self) -> SourceResource:
+        scaling_of(self.metadata.annotations)
+        return self
+
+    @property
+    def scaling(self) -> SourceScaling:
+        """The autoscaling of the adapter that the annotations ask for (disabled by default)."""
+        return scaling_of(self.metadata.annotations)

@@ -44,6 +44,7 @@ class Context:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     async def stop(self) -> None:
+        await self.sources.builtin.close()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -34,6 +34,25 @@ class OperatorMetrics:
                                        "Contract generation every fresh data plane replica has loaded (-1: none)",
                                        registry=r)
         self.leader = Gauge("eventferry_operator_leader", "1 while this replica holds the Lease", registry=r)
+        # Autoscaling of source adapters (built-in engine); one series per autoscaled source.
+        self.source_lag = Gauge("eventferry_operator_source_lag",
+                                "Consumer-group lag of an autoscaled source at the last read",
+                                ["kind", "namespace", "name"], registry=r)
+        self.source_desired_replicas = Gauge("eventferry_operator_source_desired_replicas",
+                                             "Adapter replicas the built-in autoscaler wants",
+                                             ["kind", "namespace", "name"], registry=r)
+        self.scaling_decisions = Counter("eventferry_operator_scaling_decisions",
+                                         "Changes of adapter replicas by the built-in autoscaler, by direction",
+                                         ["kind", "direction"], registry=r)
+
+    def source_scaling(self, kind: str, namespace: str, name: str, lag: int, replicas: int) -> None:
+        self.source_lag.labels(kind, namespace, name).set(lag)
+        self.source_desired_replicas.labels(kind, namespace, name).set(replicas)
+
+    def forget_source(self, kind: str, namespace: str, name: str) -> None:
+        for gauge in (self.source_lag, self.source_desired_replicas):
+            with contextlib.suppress(KeyError):
+                gauge.remove(kind, namespace, name)
 
     @contextlib.contextmanager
     def reconcile(self, kind: str) -> Iterator[None]:

@@ -9,12 +9,14 @@ status from the Deployment's own status.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from eventferry.apis.autoscaling import BUILTIN, KEDA
 from eventferry.apis.duck import SecretKeySelector
 from eventferry.apis.kafkasource import KafkaSource
 from eventferry.apis.meta import DEFAULT_NAMESPACE
@@ -22,21 +24,27 @@ from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.contract.compile import effective_delivery
 from eventferry.contract.model import Delivery
 from eventferry.contract.resolve import Unresolvable
+from eventferry.controller.autoscaler import BuiltinAutoscaler
 from eventferry.controller.contracts import resolve
-from eventferry.controller.kube import resource_path
+from eventferry.controller.kube import ApiError, resource_path
 from eventferry.controller.status_writer import StatusWriter
 from eventferry.controller.views import slim
+from eventferry.kafka.connection import MappingSecrets, SecretLookup, secret_value
 from eventferry.resources.adapter import (
+    Source,
     adapter_deployment,
+    autoscaled,
     ce_attributes,
     deployment_name,
     secret_refs,
     selector,
 )
 from eventferry.resources.conditions import now_rfc3339, unknown
+from eventferry.resources.scaling import KEDA_API_VERSION, scaled_object, trigger_authentication
 from eventferry.resources.status import (
     DEPLOYED,
     Resolution,
+    ScaleReport,
     SourceFacts,
     StatusProblem,
     deployed,
@@ -51,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MODELS: dict[str, type[KafkaSource] | type[RocketMQSource]] = {
     "KafkaSource": KafkaSource, "RocketMQSource": RocketMQSource}
+KEDA_PLURALS = {"TriggerAuthentication": "triggerauthentications", "ScaledObject": "scaledobjects"}
 
 
 class SourceReconciler:
@@ -58,8 +67,17 @@ class SourceReconciler:
         self.ctx = ctx
         self._locks: dict[str, asyncio.Lock] = {}
         self.statuses = StatusWriter(ctx)
+        self.builtin = BuiltinAutoscaler(ctx, self._report_changed)
+
+    def _report_changed(self, body: dict[str, Any]) -> None:
+        """The built-in autoscaler decided something new: the status says so (from the latest body)."""
+        metadata = body["metadata"]
+        latest = self.ctx.views.source(str(body["kind"]), str(metadata.get("namespace")), str(metadata["name"]))
+        if latest is not None and (latest.get("metadata") or {}).get("uid") == metadata.get("uid"):
+            self.ctx.spawn(self.reconcile(latest), name=f"status of {body['kind']} {metadata['name']}")
 
     def forget(self, body: Mapping[str, Any]) -> None:
+        self.builtin.stop(str(body["metadata"].get("uid")))
         self._locks.pop(str(body["metadata"].get("uid")), None)
         self.statuses.forget(body["metadata"].get("uid"))
         self.ctx.events.recovered(body)
@@ -79,7 +97,9 @@ class SourceReconciler:
             source = MODELS[kind].model_validate({k: v for k, v in body.items() if k != "status"})
         except ValidationError as error:
             first = error.errors()[0]
-            why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+            where = ".".join(str(p) for p in first["loc"])  # empty for a rule of the whole object
+            why = f"{where}: {first['msg']}" if where else str(first["msg"]).removeprefix("Value error, ")
+            self.builtin.stop(str(metadata.get("uid")))
             facts = SourceFacts(Resolution.failed("InvalidSpec", why), unknown(DEPLOYED, "InvalidSpec", why),
                                 StatusProblem("InvalidSpec", why))
             await self._write_status(body, facts)
@@ -93,17 +113,81 @@ class SourceReconciler:
                 delivery = effective_delivery(source.spec.delivery, None, resolver, namespace)
             except Unresolvable as error:
                 problem = StatusProblem(error.reason, f"spec.delivery.deadLetterSink: {error}")
-        problem = problem or await self._missing_secrets(namespace, secret_refs(source))
+        secrets = MappingSecrets()
+        if problem is None:
+            problem, secrets = await self._read_secrets(namespace, secret_refs(source))
 
         path = resource_path("apps/v1", "deployments", namespace, deployment_name(source))
         current = await self.ctx.api.get(path)
         if sink.uri is not None and problem is None:
             desired = adapter_deployment(source, sink_uri=sink.uri, delivery=delivery, settings=self.ctx.config.adapter)
             current = await self._apply(path, current, desired)
+        report = await self._autoscale(source, body, current, secrets)
         replicas = int(((current or {}).get("status") or {}).get("replicas") or 0)
         facts = SourceFacts(sink, deployed(current), problem, consumers=replicas, selector=selector(source),
-                            ce_attributes=ce_attributes(source))
+                            ce_attributes=ce_attributes(source), scaling=report)
         await self._write_status(body, facts)
+
+    async def _autoscale(self, source: Source, body: dict[str, Any], deployment: dict[str, Any] | None,
+                         secrets: SecretLookup) -> ScaleReport | None:
+        """Starts, changes or stops the source's autoscaling; what it is doing, for the status."""
+        uid, scaling = str(source.metadata.uid), source.scaling
+        previous_class = ((body.get("status") or {}).get("autoscaling") or {}).get("class")
+        if scaling.scaling_class != BUILTIN:
+            self.builtin.stop(uid)
+        if scaling.scaling_class != KEDA and previous_class == KEDA:
+            await self._delete_keda_objects(source)
+        if not scaling.enabled:
+            return None
+        if not autoscaled(source) or not isinstance(source, KafkaSource):
+            return ScaleReport(scaling.scaling_class, problem=StatusProblem(
+                "AutoscalingNotSupported", "only KafkaSource adapters are autoscaled yet (a RocketMQ consumer "
+                "group's backlog cannot be read while no adapter runs): spec.consumers replicas run"))
+        if deployment is None:
+            return ScaleReport(scaling.scaling_class, message="waiting for the adapter Deployment")
+        if scaling.scaling_class == BUILTIN:
+            problem = self.builtin.ensure(source, body, secrets)
+            return ScaleReport(BUILTIN, problem=problem) if problem else self.builtin.report(uid)
+        return await self._apply_keda(source, deployment, secrets)
+
+    async def _apply_keda(self, source: KafkaSource, deployment: dict[str, Any],
+                          secrets: SecretLookup) -> ScaleReport:
+        net = source.spec.net
+        mechanism = None
+        if net and net.sasl and net.sasl.enable:
+            mechanism = secret_value(secrets, net.sasl.type, "spec.net.sasl.type")
+        objects = [trigger_authentication(source), scaled_object(source, source.scaling, mechanism)]
+        applied: dict[str, Any] = {}
+        for obj in objects:
+            if obj is None:
+                continue
+            path = resource_path(KEDA_API_VERSION, KEDA_PLURALS[obj["kind"]], source.namespace,
+                                 obj["metadata"]["name"])
+            try:
+                applied = await self.ctx.api.apply(path, obj)
+            except ApiError as error:
+                if error.status == 404:
+                    return ScaleReport(KEDA, problem=StatusProblem(
+                        "KEDANotInstalled", f"the API server does not know {obj['kind']} ({KEDA_API_VERSION}): "
+                        "install KEDA, or set the annotation autoscaling.eventferry.dev/class to builtin"))
+                return ScaleReport(KEDA, problem=StatusProblem("ScaledObjectNotApplied", f"{obj['kind']}: {error}"))
+        conditions = {c.get("type"): c for c in (applied.get("status") or {}).get("conditions") or ()}
+        said = ", ".join(f"{kind}={conditions[kind].get('status')}" for kind in ("Ready", "Active")
+                         if kind in conditions)
+        wanted = (deployment.get("spec") or {}).get("replicas")
+        return ScaleReport(KEDA, desired=wanted, message=f"ScaledObject {applied['metadata']['name']}"
+                           + (f": {said}" if said else ": not yet seen by KEDA"))
+
+    async def _delete_keda_objects(self, source: Source) -> None:
+        for kind, plural in KEDA_PLURALS.items():
+            path = resource_path(KEDA_API_VERSION, plural, source.namespace, deployment_name(source))
+            try:
+                await self.ctx.api.request("DELETE", path)
+                log.info("deleted %s %s/%s: %s is no longer autoscaled by KEDA", kind, source.namespace,
+                         deployment_name(source), source.key)
+            except ApiError as error:
+                if error.status != 404:
+                    raise
 
     async def _apply(self, path: str, current: dict[str, Any] | None,
                      desired: dict[str, Any]) -> dict[str, Any] | None:
@@ -118,25 +202,31 @@ class SourceReconciler:
         log.info("applied adapter Deployment %s/%s", desired["metadata"]["namespace"], desired["metadata"]["name"])
         return applied
 
-    async def _missing_secrets(self, namespace: str, refs: list[SecretKeySelector]) -> StatusProblem | None:
-        """Whether every Secret key the spec needs exists; the values are read only to see the keys."""
+    async def _read_secrets(self, namespace: str,
+                            refs: list[SecretKeySelector]) -> tuple[StatusProblem | None, MappingSecrets]:
+        """Whether every Secret key the spec needs exists, and their values, held in memory only (the
+        built-in autoscaler connects to Kafka with them; nothing of them is written anywhere)."""
         found: dict[str, dict[str, Any] | None] = {}
         missing: list[str] = []
+        values: dict[tuple[str, str], str] = {}
         for ref in refs:
-            if ref.optional:
-                continue
             if ref.name not in found:
                 found[ref.name] = await self.ctx.api.get(resource_path("v1", "secrets", namespace, ref.name))
             secret = found[ref.name]
-            if secret is None:
+            data = (secret or {}).get("data") or {}
+            if ref.key in data:
+                values[(ref.name, ref.key)] = base64.b64decode(data[ref.key]).decode("utf-8", "replace")
+            elif ref.optional:
+                continue
+            elif secret is None:
                 missing.append(f"Secret {namespace}/{ref.name} does not exist")
-            elif ref.key not in (secret.get("data") or {}):
+            else:
                 missing.append(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
         found.clear()
         if not missing:
-            return None
+            return None, MappingSecrets(values)
         return StatusProblem("SecretNotFound", "; ".join(dict.fromkeys(missing)) +
-                       ": the adapter is deployed once it is there")
+                             ": the adapter is deployed once it is there"), MappingSecrets()
 
     async def _write_status(self, body: dict[str, Any], facts: SourceFacts) -> None:
         metadata = body["metadata"]

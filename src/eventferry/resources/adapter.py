@@ -146,9 +146,19 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "failureThreshold": failures}
 
 
+def autoscaled(source: Source) -> bool:
+    """Whether an autoscaler sets the adapter's replicas. Only a KafkaSource's yet: its backlog (the
+    group's lag) can be read while no adapter runs; a RocketMQ group's cannot through the proxy."""
+    return source.scaling.enabled and isinstance(source, KafkaSource)
+
+
 def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | None,
                        settings: AdapterSettings) -> dict[str, Any]:
-    """The Deployment running the adapter of ``source``; ``delivery`` is the resolved spec.delivery."""
+    """The Deployment running the adapter of ``source``; ``delivery`` is the resolved spec.delivery.
+
+    An autoscaled source's Deployment has no ``replicas``: the operator's server-side apply then owns
+    no replica count, so it never fights the autoscaler (KEDA's HPA or the built-in one).
+    """
     kind = ADAPTER_KIND[source.kind]
     volumes, mounts = _secret_volumes(source, settings)
     pod_labels = labels(source)
@@ -199,7 +209,7 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
             "ownerReferences": [owner_reference(source)],
         },
         "spec": {
-            "replicas": source.spec.consumers,
+            **({} if autoscaled(source) else {"replicas": source.spec.consumers}),
             "selector": {"matchLabels": selector_labels(source)},
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },

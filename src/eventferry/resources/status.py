@@ -20,6 +20,7 @@ BROKER_READY = "BrokerReady"
 SUBSCRIBER_RESOLVED = "SubscriberResolved"
 SINK_PROVIDED = "SinkProvided"
 DEPLOYED = "Deployed"
+AUTOSCALED = "Autoscaled"
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,28 @@ def deployed(deployment: Mapping[str, Any] | None) -> Cond:
 
 
 @dataclass(frozen=True)
+class ScaleReport:
+    """What the autoscaling of a source's adapter is doing, for its status."""
+
+    engine: str
+    """keda or builtin."""
+    desired: int | None = None
+    """Replicas wanted (builtin: by the last decision; keda: the Deployment's, as KEDA and its HPA set it)."""
+    lag: int | None = None
+    """The consumer group's lag behind that decision (builtin)."""
+    message: str = ""
+    """Why: the lag against the thresholds, or what KEDA says."""
+    problem: StatusProblem | None = None
+    """What keeps it from scaling (KEDA not installed, the lag unreadable...): Autoscaled is then False."""
+
+
+def autoscaled(report: ScaleReport) -> Cond:
+    if report.problem is not None:
+        return false(AUTOSCALED, report.problem.reason, report.problem.message)
+    return true(AUTOSCALED, "KEDA" if report.engine == "keda" else "Builtin", report.message or None)
+
+
+@dataclass(frozen=True)
 class SourceFacts:
     sink: Resolution
     deployed: Cond
@@ -172,6 +195,8 @@ class SourceFacts:
     consumers: int | None = None
     selector: str | None = None
     ce_attributes: list[dict[str, str]] | None = None
+    scaling: ScaleReport | None = None
+    """None: not autoscaled (spec.consumers replicas)."""
 
 
 def source_conditions(facts: SourceFacts) -> list[Cond]:
@@ -181,13 +206,20 @@ def source_conditions(facts: SourceFacts) -> list[Cond]:
     if facts.problem is not None:
         deployment = false(DEPLOYED, facts.problem.reason, facts.problem.message)
     dependents = [sink, deployment]
+    if facts.scaling is not None:
+        dependents.append(autoscaled(facts.scaling))
     return [summarize(dependents), *dependents]
 
 
 def source_status(facts: SourceFacts, previous: Mapping[str, Any] | None, generation: int | None,
                   now: str) -> dict[str, Any]:
+    report = facts.scaling
+    scaling = None if report is None else {
+        key: value for key, value in (("class", report.engine), ("desiredReplicas", report.desired),
+                                      ("lag", report.lag), ("message", report.message)) if value is not None}
     return _status(previous, source_conditions(facts), generation, now, sinkUri=facts.sink.uri,
-                   consumers=facts.consumers, selector=facts.selector, ceAttributes=facts.ce_attributes)
+                   consumers=facts.consumers, selector=facts.selector, ceAttributes=facts.ce_attributes,
+                   autoscaling=scaling)
 
 
 def same_status(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:

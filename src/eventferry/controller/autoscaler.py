@@ -1,0 +1,158 @@
+"""The built-in autoscaler: per KafkaSource of class ``builtin``, a task that reads the consumer group's
+lag every polling interval and sets the adapter Deployment's replicas through its scale subresource.
+
+It needs no KEDA and no metrics pipeline, and the lag is read from Kafka itself, so a source at zero
+replicas wakes on its backlog. Each change of replicas is a ``Scaled`` Event on the source and a
+counted decision; the lag and the replicas wanted are gauges and go to the source's status (written
+by the source reconciler, which asks ``report``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from eventferry.apis.autoscaling import SourceScaling
+from eventferry.apis.kafkasource import KafkaSource
+from eventferry.controller.kube import resource_path
+from eventferry.controller.lag import LagReader
+from eventferry.kafka.connection import SecretLookup, client_options, security
+from eventferry.resources.adapter import deployment_name
+from eventferry.resources.scaling import Recommendations, decide
+from eventferry.resources.status import ScaleReport, StatusProblem
+
+if TYPE_CHECKING:
+    from eventferry.controller.context import Context
+
+log = logging.getLogger(__name__)
+
+LAG_REFRESH = 30.0
+"""Seconds between status refreshes while only the lag changes (the replicas wanted refresh at once)."""
+
+
+@dataclass
+class _Poller:
+    source: KafkaSource
+    scaling: SourceScaling
+    body: dict[str, Any]
+    reader: LagReader
+    identity: tuple[Any, ...]
+    """What, when it changes, needs a new reader: the connection, the group and the topics."""
+    history: Recommendations = field(default_factory=Recommendations)
+    report: ScaleReport | None = None
+    reported_at: float = 0.0
+    task: asyncio.Task[None] | None = None
+
+
+class BuiltinAutoscaler:
+    def __init__(self, ctx: Context, on_report: Callable[[dict[str, Any]], Any]) -> None:
+        self.ctx = ctx
+        self.on_report = on_report
+        """Called with the source's body when its report changed: the source reconciler writes the status."""
+        self._pollers: dict[str, _Poller] = {}
+
+    def report(self, uid: str) -> ScaleReport | None:
+        poller = self._pollers.get(uid)
+        if poller is None:
+            return None
+        return poller.report or ScaleReport("builtin", message="reading the consumer group's lag")
+
+    def ensure(self, source: KafkaSource, body: dict[str, Any], secrets: SecretLookup) -> StatusProblem | None:
+        """Starts (or keeps, with the new settings) the poller of ``source``; a problem when it cannot."""
+        uid = str(source.metadata.uid)
+        try:
+            sasl, tls = security(source.spec.net, secrets)
+        except ValueError as error:
+            self.stop(uid)
+            return StatusProblem("LagUnreadable", f"the built-in autoscaler cannot reach Kafka: {error}")
+        identity = (tuple(source.spec.bootstrap_servers), tuple(source.spec.topics), source.effective_consumer_group(),
+                    source.spec.initial_offset, sasl, tls)
+        poller = self._pollers.get(uid)
+        if poller is not None and poller.identity == identity:
+            poller.source, poller.scaling, poller.body = source, source.scaling, body
+            return None
+        self.stop(uid)
+        reader = LagReader(client_options(source.spec.bootstrap_servers, sasl, tls), source.effective_consumer_group(),
+                           source.spec.topics, source.spec.initial_offset)
+        poller = _Poller(source, source.scaling, body, reader, identity)
+        poller.task = asyncio.create_task(self._poll(poller), name=f"autoscaler {source.key}")
+        self._pollers[uid] = poller
+        log.info("built-in autoscaling of KafkaSource %s started", source.key)
+        return None
+
+    def stop(self, uid: str) -> None:
+        poller = self._pollers.pop(uid, None)
+        if poller is None:
+            return
+        if poller.task is not None:
+            poller.task.cancel()
+        asyncio.get_running_loop().create_task(poller.reader.close())
+        self.ctx.metrics.forget_source(poller.source.kind, poller.source.namespace, poller.source.metadata.name)
+
+    async def close(self) -> None:
+        for uid in list(self._pollers):
+            poller = self._pollers.pop(uid)
+            if poller.task is not None:
+                poller.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await poller.task
+            await poller.reader.close()
+
+    # --- one source ------------------------------------------------------------------------------------
+
+    async def _poll(self, poller: _Poller) -> None:
+        source = poller.source
+        scale_path = resource_path("apps/v1", "deployments", source.namespace, deployment_name(source), "scale")
+        started = False
+        while True:
+            try:
+                await self._tick(poller, scale_path, started)
+                started = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("built-in autoscaler of %s: %s", poller.source.key, error)
+                self._publish(poller, ScaleReport(
+                    "builtin", message="", problem=StatusProblem(
+                        "LagUnreadable", f"reading the lag of consumer group {source.effective_consumer_group()} "
+                        f"failed: {error or type(error).__name__}; replicas are left as they are and the read is "
+                        f"tried again every {poller.scaling.polling_interval}s")))
+            await asyncio.sleep(poller.scaling.polling_interval)
+
+    async def _tick(self, poller: _Poller, scale_path: str, started: bool) -> None:
+        lag = await poller.reader.read()
+        scale = await self.ctx.api.get(scale_path)
+        if scale is None:
+            return  # the Deployment is not created yet: the source reconciler creates it
+        current = int((scale.get("spec") or {}).get("replicas") or 0)
+        now = time.monotonic()
+        if not started:
+            # What runs now counts as a recent recommendation: a restarted operator does not scale a
+            # busy adapter down before a whole cooldown period has seen the lag low.
+            poller.history.add(now, current, poller.scaling.cooldown_period)
+        decision = decide(poller.scaling, lag, current, poller.history, now)
+        source = poller.source
+        self.ctx.metrics.source_scaling(source.kind, source.namespace, source.metadata.name, lag.total,
+                                        decision.replicas)
+        if decision.replicas != current:
+            await self.ctx.api.merge_patch(scale_path, {"spec": {"replicas": decision.replicas}})
+            direction = "up" if decision.replicas > current else "down"
+            self.ctx.metrics.scaling_decisions.labels(source.kind, direction).inc()
+            message = f"adapter scaled from {current} to {decision.replicas}: {decision.reason}"
+            log.info("%s %s: %s", source.kind, source.key, message)
+            await self.ctx.events.post(poller.body, "Normal", "Scaled", message)
+        self._publish(poller, ScaleReport("builtin", decision.replicas, lag.total, decision.reason))
+
+    def _publish(self, poller: _Poller, report: ScaleReport) -> None:
+        previous, now = poller.report, time.monotonic()
+        poller.report = report
+        changed = (previous is None or (previous.desired, previous.problem) != (report.desired, report.problem)
+                   or (previous.lag != report.lag and now - poller.reported_at >= LAG_REFRESH))
+        if changed:
+            poller.reported_at = now
+            self.on_report(poller.body)
