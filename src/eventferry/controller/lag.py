@@ -57,9 +57,12 @@ class LagReader:
 
     async def _read(self) -> Lag:
         consumer, admin = await self._clients()
-        await consumer.topics()  # refreshes the metadata: partitions added since the last read count
-        partitions = [TopicPartition(topic, p) for topic in self.topics
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        # Fresh metadata on every read, so that partitions added since count. Only topics that exist
+        # are described: describing a missing one could create it where auto-creation is on.
+        existing = set(await admin.list_topics())
+        described = await admin.describe_topics([topic for topic in self.topics if topic in existing])
+        partitions = [TopicPartition(topic["topic"], p["partition"]) for topic in described
+                      if not topic.get("error_code") for p in topic["partitions"]]
         if not partitions:
             return Lag(0, 0)
         ends = await consumer.end_offsets(partitions)

@@ -177,13 +177,15 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": mounts,
     }
+    # Empty lists are left out: the API server drops them, and a desired list the stored object lacks
+    # would make an unchanged Deployment look changed, re-applied on every pass.
+    if mounts:
+        container["volumeMounts"] = mounts
     if settings.image_pull_policy:
         container["imagePullPolicy"] = settings.image_pull_policy
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": volumes,
         "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -194,6 +196,8 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
         # The adapter drains in-flight deliveries on SIGTERM (K_DRAIN_TIMEOUT, 10 s by default).
         "terminationGracePeriodSeconds": 30,
     }
+    if volumes:
+        pod_spec["volumes"] = volumes
     if settings.service_account:
         pod_spec["serviceAccountName"] = settings.service_account
     if settings.image_pull_secrets:
