@@ -283,3 +283,20 @@ def test_a_bad_autoscaling_annotation_is_reported_with_its_name(cluster: Cluster
     source = cluster.wait_condition(ns, "kafkasource/bad", "Ready", "False", "InvalidSpec")
     message = condition_of(source, "Ready")["message"]  # type: ignore[index]
     assert f"metadata.annotations[{P}max-scale] must be a whole number" in message
+
+
+def test_an_unchanged_source_is_not_written_again_by_the_passes_that_retry_it(cluster: Cluster, ns: str) -> None:
+    """No Secrets, so no volumes: the builder once emitted empty lists the API server drops, so the stored
+    Deployment never held the desired one and every retry pass (every second here, while the source is
+    not Ready) sent the same server-side apply again."""
+    body = source_manifest("steady", "t", "g", {}, "http://127.0.0.1:9/")
+    body["spec"]["bootstrapServers"] = ["127.0.0.1:9"]
+    assert cluster.create(ns, body).returncode == 0
+    deployment = cluster.wait(lambda: cluster.get(ns, "deployment/kafkasource-steady"), "the adapter Deployment")
+    time.sleep(4)  # four retry passes (--retry-interval 1): the source stays not Ready without a kubelet
+    after = cluster.get(ns, "deployment/kafkasource-steady")
+    assert after is not None
+    assert after["metadata"]["resourceVersion"] == deployment["metadata"]["resourceVersion"]
+    assert cluster.operator is not None
+    applies = cluster.operator.log.read_text().count(f"applied adapter Deployment {ns}/kafkasource-steady")
+    assert applies == 1
