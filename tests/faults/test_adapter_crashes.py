@@ -17,7 +17,7 @@ from tests.env.servers import Kafka, RocketMQ
 from tests.integration import test_kafka_adapter as kafka_adapter
 from tests.integration import test_rocketmq_adapter as rocketmq_adapter
 from tests.support.processes import kill, wait_ready
-from tests.support.subscriber import Answer, Subscriber
+from tests.support.subscriber import Answer, Subscriber, Subscribers
 
 pytestmark = pytest.mark.faults
 
@@ -47,25 +47,26 @@ class Restartable:
 
 
 @pytest.mark.timeout(400)
-async def test_kafka_adapter_killed_repeatedly_replays_and_skips_nothing(kafka: Kafka, tmp_path: Path) -> None:
+async def test_kafka_adapter_killed_repeatedly_replays_and_skips_nothing(kafka: Kafka, tmp_path: Path,
+                                                                        subscribers: Subscribers) -> None:
     topic = await kafka_adapter.new_topic(kafka, partitions=3)
     count = 6000
     await kafka_adapter.produce(kafka, topic, [{"value": f"{i}".encode(), "key": f"k{i}".encode()}
                                                for i in range(count)])
-    async with kafka_adapter.sinks(lambda r, n: Answer(delay=0.002)) as (sink,):
-        source = kafka_adapter.manifest(topic, kafka.bootstrap, sink.url)
-        port = free_port()
-        env = kafka_adapter.adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="200")
-        adapter = Restartable(lambda: kafka_adapter.start_adapter(env, tmp_path / "adapter.log"),
-                              f"http://127.0.0.1:{port}/readyz")
-        try:
-            killed_at = await adapter.kill_while_consuming(sink, count, timeout=60)
-            await kafka_adapter.distinct(sink, count, timeout=120)
-            async with aiohttp.ClientSession() as session, \
-                    session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                metrics = await response.text()
-        finally:
-            kill(adapter.proc, signal.SIGTERM)
+    sink = await subscribers(lambda r, n: Answer(delay=0.002))
+    source = kafka_adapter.manifest(topic, kafka.bootstrap, sink.url)
+    port = free_port()
+    env = kafka_adapter.adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="200")
+    adapter = Restartable(lambda: kafka_adapter.start_adapter(env, tmp_path / "adapter.log"),
+                          f"http://127.0.0.1:{port}/readyz")
+    try:
+        killed_at = await adapter.kill_while_consuming(sink, count, timeout=60)
+        await kafka_adapter.distinct(sink, count, timeout=120)
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            metrics = await response.text()
+    finally:
+        kill(adapter.proc, signal.SIGTERM)
     proc = adapter.proc
     ids = collections.Counter(r.event.id for r in sink.received)
     duplicates = sum(n - 1 for n in ids.values())
@@ -89,24 +90,24 @@ async def test_kafka_adapter_killed_repeatedly_replays_and_skips_nothing(kafka: 
 
 @pytest.mark.timeout(400)
 async def test_rocketmq_adapter_killed_repeatedly_redelivers_and_skips_nothing(rocketmq: RocketMQ, tmp_path: Path,
-                                                                               ) -> None:
+                                                                               subscribers: Subscribers) -> None:
     topic = f"src-crash-{tmp_path.name[-8:]}".replace("_", "-")
     await asyncio.to_thread(rocketmq.create_topic, topic, 4, "NORMAL")
     count = 3000
-    async with rocketmq_adapter.sinks(lambda r, n: Answer(delay=0.002)) as (sink,):
-        source = rocketmq_adapter.manifest(topic, rocketmq.endpoint, sink.url)
-        port = free_port()
-        env = rocketmq_adapter.adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="100")
-        adapter = Restartable(lambda: rocketmq_adapter.start_adapter(env, tmp_path / "adapter.log"),
-                              f"http://127.0.0.1:{port}/readyz")
-        try:
-            await wait_ready(adapter.readyz, adapter.proc)
-            messages = [rocketmq_adapter.message(topic, f"{i}".encode()) for i in range(count)]
-            sent = await rocketmq_adapter.send(rocketmq, topic, messages)
-            killed_at = await adapter.kill_while_consuming(sink, count, timeout=90)
-            await rocketmq_adapter.distinct(sink, count, timeout=150)
-        finally:
-            kill(adapter.proc, signal.SIGTERM, timeout=30)
+    sink = await subscribers(lambda r, n: Answer(delay=0.002))
+    source = rocketmq_adapter.manifest(topic, rocketmq.endpoint, sink.url)
+    port = free_port()
+    env = rocketmq_adapter.adapter_env(source, K_METRICS_PORT=str(port), K_MAX_IN_FLIGHT="100")
+    adapter = Restartable(lambda: rocketmq_adapter.start_adapter(env, tmp_path / "adapter.log"),
+                          f"http://127.0.0.1:{port}/readyz")
+    try:
+        await wait_ready(adapter.readyz, adapter.proc)
+        messages = [rocketmq_adapter.message(topic, f"{i}".encode()) for i in range(count)]
+        sent = await rocketmq_adapter.send(rocketmq, topic, messages)
+        killed_at = await adapter.kill_while_consuming(sink, count, timeout=90)
+        await rocketmq_adapter.distinct(sink, count, timeout=150)
+    finally:
+        kill(adapter.proc, signal.SIGTERM, timeout=30)
     proc = adapter.proc
     ids = collections.Counter(r.event.id for r in sink.received)
     duplicates = sum(n - 1 for n in ids.values())
