@@ -480,6 +480,7 @@ def _kafka_answers(bootstrap: str) -> bool:
 class RocketMQ(Server):
     namesrv: str = ""
     endpoint: str = ""  # the proxy's gRPC endpoint, for rocketmq-python-client
+    remoting: str = ""  # the proxy's remoting endpoint (offsets, for the autoscaler's backlog)
     libs: Path = Path()
 
     @classmethod
@@ -495,6 +496,7 @@ class RocketMQ(Server):
         grpc_port, remoting_port = free_port(), free_port()
         server.namesrv = f"{LOOPBACK}:{ns_port}"
         server.endpoint = f"{LOOPBACK}:{grpc_port}"
+        server.remoting = f"{LOOPBACK}:{remoting_port}"
         (workdir / "namesrv.conf").write_text(f"listenPort={ns_port}\n")
         store = workdir / "store"
         (workdir / "broker.conf").write_text(textwrap.dedent(f"""\

@@ -20,9 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from eventferry.adapters import config_from_manifest, run_adapter
-from eventferry.adapters.config import AdapterConfig, DirectorySecrets, Limits
+from eventferry.adapters.config import AdapterConfig, Limits
 from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.contract.model import Delivery
+from eventferry.kafka.connection import DirectorySecrets
 from tests.env.servers import PLAIN_PASSWORD, PLAIN_USER, SCRAM_PASSWORD, SCRAM_USER, Kafka
 from tests.support.processes import kill, start_eventferry
 from tests.support.subscriber import Answer, Received, Subscriber, Subscribers

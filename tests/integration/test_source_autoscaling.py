@@ -26,9 +26,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from eventferry.commands.crds import render
 from eventferry.controller.lag import LagReader
+from eventferry.controller.rocketmq_backlog import BacklogReader
 from tests.env.ports import free_port
 from tests.env.process import ManagedProcess
-from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers
+from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers, RocketMQ
 from tests.support.cluster import SYSTEM, Cluster, condition_of, http_get, manifest
 from tests.support.processes import EVENTFERRY
 from tests.support.subscriber import Answer, Subscriber, Subscribers
@@ -179,19 +180,11 @@ def source_manifest(name: str, topic: str, group: str, annotations: dict[str, st
         "sink": {"uri": sink}}, annotations=annotations)
 
 
-async def run_burst(cluster: Cluster, kafka: Kafka, ns: str, annotations: dict[str, str], sink: Subscriber,
-                    tmp_path: Path, title: str) -> tuple[Timeline, int, float]:
-    """A burst of 10x the steady rate for 10 s between two steady spells; waits for every message.
-
-    Returns the timeline, how many were sent, and how long after the last send the sink had them all."""
-    suffix = uuid.uuid4().hex[:6]
-    topic, group = f"burst-{suffix}", f"burst-group-{suffix}"
-    await create_topic(kafka, topic)
-    body = source_manifest("frames", topic, group, annotations, sink.url)
-    body["spec"]["bootstrapServers"] = [kafka.bootstrap]
-    assert cluster.create(ns, body).returncode == 0
-    replicas = Replicas(cluster.kube, ns, "kafkasource-frames", tmp_path)
-    reader = LagReader({"bootstrap_servers": [kafka.bootstrap]}, group, [topic], "earliest")
+async def run_burst(cluster: Cluster, replicas: Replicas, reader: Any, send: Any, sink: Subscriber,
+                    title: str) -> tuple[Timeline, int, float]:
+    """Waits for the idle source at zero, then ``send()``s a burst and waits for every message at the sink
+    and for the adapters back at zero. Returns the timeline, how many were sent, and how long after the
+    last send the sink had them all."""
     timeline, done = Timeline(reader, replicas), asyncio.Event()
     replicas.start()
     sampler = asyncio.create_task(timeline.sample_until(done))
@@ -199,7 +192,7 @@ async def run_burst(cluster: Cluster, kafka: Kafka, ns: str, annotations: dict[s
         # The autoscaler takes the new source to zero (min-scale 0, no lag) after its cooldown.
         await wait_for(lambda: replicas.wanted == 0 and not replicas.running, 60, "the idle source at 0 replicas",
                        cluster)
-        sent = await produce(kafka, topic, [(3, STEADY_RATE), (BURST_SECONDS, 10 * STEADY_RATE), (3, STEADY_RATE)])
+        sent = await send()
         last_sent = time.monotonic()
         await wait_for(lambda: len(delivered(sink)) == sent, 120, f"all {sent} messages at the sink", cluster)
         drained_after = time.monotonic() - last_sent
@@ -211,6 +204,24 @@ async def run_burst(cluster: Cluster, kafka: Kafka, ns: str, annotations: dict[s
         await reader.close()
         timeline.show(title)
     return timeline, sent, drained_after
+
+
+async def kafka_burst(cluster: Cluster, kafka: Kafka, ns: str, annotations: dict[str, str], sink: Subscriber,
+                      tmp_path: Path, title: str) -> tuple[Timeline, int, float]:
+    """A KafkaSource, and a burst of 10x the steady rate for 10 s between two steady spells."""
+    suffix = uuid.uuid4().hex[:6]
+    topic, group = f"burst-{suffix}", f"burst-group-{suffix}"
+    await create_topic(kafka, topic)
+    body = source_manifest("frames", topic, group, annotations, sink.url)
+    body["spec"]["bootstrapServers"] = [kafka.bootstrap]
+    assert cluster.create(ns, body).returncode == 0
+    replicas = Replicas(cluster.kube, ns, "kafkasource-frames", tmp_path)
+    reader = LagReader({"bootstrap_servers": [kafka.bootstrap]}, group, [topic], "earliest")
+
+    async def send() -> int:
+        return await produce(kafka, topic, [(3, STEADY_RATE), (BURST_SECONDS, 10 * STEADY_RATE), (3, STEADY_RATE)])
+
+    return await run_burst(cluster, replicas, reader, send, sink, title)
 
 
 async def wait_for(probe: Any, timeout: float, what: str, cluster: Cluster) -> None:
@@ -229,8 +240,8 @@ def scaling_annotations(engine: str, cooldown: int) -> dict[str, str]:
 async def test_builtin_engine_scales_adapters_with_a_burst_and_back_to_zero(
         cluster: Cluster, kafka: Kafka, ns: str, tmp_path: Path, subscribers: Subscribers) -> None:
     sink = await subscribers(slow_sink)
-    timeline, sent, drained_after = await run_burst(cluster, kafka, ns, scaling_annotations("builtin", 8), sink,
-                                                    tmp_path, "built-in engine")
+    timeline, sent, drained_after = await kafka_burst(cluster, kafka, ns, scaling_annotations("builtin", 8), sink,
+                                                      tmp_path, "built-in engine")
     assert len(delivered(sink)) == sent  # every message reached the sink (once or more)
     peak_lag = max(lag for _, lag, _, _ in timeline.samples)
     peak_wanted = max(wanted for _, _, wanted, _ in timeline.samples)
@@ -260,8 +271,8 @@ async def test_keda_engine_gets_a_scaled_object_and_scales_the_adapters_with_the
         cluster: Cluster, kafka: Kafka, keda: Keda, kube_controllers: KubeControllers, ns: str, tmp_path: Path,
         subscribers: Subscribers) -> None:
     sink = await subscribers(slow_sink)
-    timeline, sent, drained_after = await run_burst(cluster, kafka, ns, scaling_annotations("keda", 5), sink,
-                                                    tmp_path, "KEDA")
+    timeline, sent, drained_after = await kafka_burst(cluster, kafka, ns, scaling_annotations("keda", 5), sink,
+                                                      tmp_path, "KEDA")
     assert len(delivered(sink)) == sent
     scaled_object = cluster.get(ns, "scaledobject.keda.sh/kafkasource-frames")
     assert scaled_object is not None
@@ -274,6 +285,59 @@ async def test_keda_engine_gets_a_scaled_object_and_scales_the_adapters_with_the
     cluster.ok("annotate", "-n", ns, "kafkasource/frames", f"{P}class=disabled", "--overwrite")
     await wait_for(lambda: cluster.get(ns, "scaledobject.keda.sh/kafkasource-frames") is None, 30,
                    "the ScaledObject deleted", cluster)
+
+
+def produce_rocketmq(rocketmq: RocketMQ, topic: str, plan: list[tuple[float, int]]) -> int:
+    """Sends ``{"n": i}`` bodies at each (seconds, rate) step of ``plan`` (blocking: the client is threaded)."""
+    from rocketmq import ClientConfiguration, Credentials, Message, Producer
+
+    producer = Producer(ClientConfiguration(rocketmq.endpoint, Credentials(), request_timeout=10), (topic,))
+    producer.startup()
+    sent = 0
+    try:
+        for seconds, rate in plan:
+            started = time.monotonic()
+            for i in range(int(seconds * rate)):
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                message = Message()
+                message.topic, message.body, message.tag = topic, json.dumps({"n": sent}).encode(), "frame"
+                producer.send(message)
+                sent += 1
+    finally:
+        producer.shutdown()
+    return sent
+
+
+async def test_builtin_engine_scales_rocketmq_adapters_from_zero_on_the_groups_backlog(
+        cluster: Cluster, rocketmq: RocketMQ, ns: str, tmp_path: Path, subscribers: Subscribers) -> None:
+    # 100 ms an event (about 40 a replica a second): the threaded RocketMQ producer sends only some
+    # hundreds a second, which one faster replica would keep up with.
+    sink = await subscribers(lambda received, count: Answer(delay=0.1))
+    suffix = uuid.uuid4().hex[:6]
+    topic, group = f"burst-{suffix}", f"burst-group-{suffix}"
+    await asyncio.to_thread(rocketmq.create_topic, topic, PARTITIONS)
+    annotations = {**scaling_annotations("builtin", 8), P + "lag-threshold": "50"}
+    body = manifest("RocketMQSource", "comments", {
+        "endpoints": rocketmq.endpoint, "nameServers": rocketmq.namesrv, "topic": topic, "consumerGroup": group,
+        "sink": {"uri": sink.url}}, annotations=annotations)
+    assert cluster.create(ns, body).returncode == 0
+    replicas = Replicas(cluster.kube, ns, "rocketmqsource-comments", tmp_path)
+    reader = BacklogReader(rocketmq.namesrv, topic, group)
+
+    async def send() -> int:
+        return await asyncio.to_thread(produce_rocketmq, rocketmq, topic, [(2, 10), (5, 100), (2, 10)])
+
+    timeline, sent, drained_after = await run_burst(cluster, replicas, reader, send, sink, "RocketMQ, built-in")
+    assert len(delivered(sink)) == sent
+    peak_lag = max(lag for _, lag, _, _ in timeline.samples)
+    peak_wanted = max(wanted for _, _, wanted, _ in timeline.samples)
+    assert peak_lag > 50 and peak_wanted >= 2, f"replicas rose with the backlog (peak {peak_lag})"
+    print(f"RocketMQ built-in: {sent} sent, peak backlog {peak_lag}, peak replicas {peak_wanted}, "
+          f"all delivered {drained_after:.1f}s after the last send")
+    scaled = [e["message"] for e in cluster.events(ns, "comments") if e["reason"] == "Scaled"]
+    assert any("from 0 to" in m for m in scaled) and any(m.startswith("adapter scaled from 1 to 0") for m in scaled)
 
 
 def test_a_bad_autoscaling_annotation_is_reported_with_its_name(cluster: Cluster, ns: str) -> None:

@@ -87,8 +87,16 @@ def test_an_autoscaled_kafka_sources_deployment_leaves_replicas_to_the_autoscale
         "metadata": {"name": "c", "namespace": "live", "uid": UID, "annotations": {P + "class": "keda"}},
         "spec": {"endpoints": "proxy:8081", "topic": "t", "consumerGroup": "g", "consumers": 3,
                  "sink": {"uri": "http://b/"}}})
-    assert not autoscaled(rocketmq)  # its backlog is not readable while no adapter runs: consumers apply
+    assert not autoscaled(rocketmq)  # KEDA has no RocketMQ scaler: consumers apply
     assert adapter_deployment(rocketmq, sink_uri="http://b/", delivery=None, settings=settings)["spec"]["replicas"] == 3
+    builtin = rocketmq.model_copy(update={"metadata": rocketmq.metadata.model_copy(
+        update={"annotations": {P + "class": "builtin"}})})
+    assert not autoscaled(builtin)  # without name servers its backlog cannot be read
+    with_name_servers = builtin.model_copy(update={"spec": builtin.spec.model_copy(
+        update={"name_servers": "namesrv:9876"})})
+    assert autoscaled(with_name_servers)
+    assert "replicas" not in adapter_deployment(with_name_servers, sink_uri="http://b/", delivery=None,
+                                                settings=settings)["spec"]
 
 
 # --- KEDA ------------------------------------------------------------------------------------------------------
@@ -201,3 +209,22 @@ def test_status_shows_the_replicas_wanted_and_why_and_a_problem_blocks_ready() -
     off = source_status(SourceFacts(sink, deployed_ok), working, 1, "2026-01-01T00:00:00Z")
     assert off["autoscaling"] is None  # the merge patch removes it
     assert all(c["type"] != "Autoscaled" for c in off["conditions"])
+
+
+# --- RocketMQ's remoting frames ------------------------------------------------------------------------------
+
+def test_remoting_frames_round_trip_and_fastjson_numeric_keys_are_read() -> None:
+    import struct
+
+    from eventferry.controller.rocketmq_backlog import GET_MAX_OFFSET, decode, encode, parse_route
+
+    frame = encode(GET_MAX_OFFSET, 7, {"topic": "t", "queueId": "3"})
+    (length,) = struct.unpack(">I", frame[:4])
+    assert length == len(frame) - 4
+    header, body = decode(frame[4:])
+    assert (header["code"], header["opaque"], header["flag"], header["extFields"]) == (
+        30, 7, 0, {"topic": "t", "queueId": "3"})
+    assert body == b""
+    route = parse_route(b'{"brokerDatas":[{"brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"},'
+                        b'"brokerName":"broker-a"}],"queueDatas":[{"brokerName":"broker-a","readQueueNums":4}]}')
+    assert route["brokerDatas"][0]["brokerAddrs"] == {"0": "10.0.0.1:10911", "1": "10.0.0.2:10911"}

@@ -39,6 +39,9 @@ class RocketMQSourceSpec(ApiModel):
     filter_type: FilterType = "tag"
     namespace: str | None = None
     """RocketMQ namespace of the topic and group."""
+    name_servers: str | None = Field(default=None, min_length=1)
+    """Name server(s), host:port or host1:port;host2:port: where the operator reads the consumer group's
+    backlog (RocketMQ's remoting protocol) to autoscale the adapter. Needed only for autoscaling."""
     access_key: SecretValueFromSource | None = None
     """Access key of the credentials; requires secretKey."""
     secret_key: SecretValueFromSource | None = None
@@ -54,10 +57,11 @@ class RocketMQSourceSpec(ApiModel):
     ce_overrides: CloudEventOverrides | None = None
     """Extension attributes added to every event."""
 
-    @field_validator("endpoints")
+    @field_validator("endpoints", "name_servers")
     @classmethod
-    def _endpoints(cls, endpoints: str) -> str:
-        split_endpoints(endpoints)
+    def _endpoints(cls, endpoints: str | None) -> str | None:
+        if endpoints is not None:
+            split_endpoints(endpoints)
         return endpoints
 
     @model_validator(mode="after")

@@ -1,10 +1,11 @@
-"""The built-in autoscaler: per KafkaSource of class ``builtin``, a task that reads the consumer group's
-lag every polling interval and sets the adapter Deployment's replicas through its scale subresource.
+"""The built-in autoscaler: per source of class ``builtin``, a task that reads the consumer group's
+backlog every polling interval and sets the adapter Deployment's replicas through its scale subresource.
 
-It needs no KEDA and no metrics pipeline, and the lag is read from Kafka itself, so a source at zero
-replicas wakes on its backlog. Each change of replicas is a ``Scaled`` Event on the source and a
-counted decision; the lag and the replicas wanted are gauges and go to the source's status (written
-by the source reconciler, which asks ``report``).
+It needs no KEDA and no metrics pipeline, and the backlog is read from the queue itself (a Kafka
+group's lag from Kafka, ``controller/lag.py``; a RocketMQ group's from its name servers and brokers,
+``controller/rocketmq_backlog.py``), so a source at zero replicas wakes on its backlog. Each change
+of replicas is a ``Scaled`` Event on the source and a counted decision; the lag and the replicas
+wanted are gauges and go to the source's status (written by the source reconciler, which asks ``report``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventferry.apis.autoscaling import SourceScaling
 from eventferry.apis.kafkasource import KafkaSource
 from eventferry.controller.kube import resource_path
 from eventferry.controller.lag import LagReader
+from eventferry.controller.rocketmq_backlog import BacklogReader
 from eventferry.kafka.connection import SecretLookup, client_options, security
-from eventferry.resources.adapter import deployment_name
-from eventferry.resources.scaling import Recommendations, decide
+from eventferry.resources.adapter import Source, deployment_name
+from eventferry.resources.scaling import Lag, Recommendations, decide
 from eventferry.resources.status import ScaleReport, StatusProblem
 
 if TYPE_CHECKING:
@@ -35,12 +37,40 @@ LAG_REFRESH = 30.0
 """Seconds between status refreshes while only the lag changes (the replicas wanted refresh at once)."""
 
 
+class Backlog(Protocol):
+    async def read(self) -> Lag: ...
+
+    async def close(self) -> None: ...
+
+
+def backlog_reader(source: Source, secrets: SecretLookup) -> tuple[Backlog, tuple[Any, ...]]:
+    """How to read the source's backlog, and what (when it changes) needs a new reader."""
+    identity: tuple[Any, ...]
+    if isinstance(source, KafkaSource):
+        sasl, tls = security(source.spec.net, secrets)
+        group = source.effective_consumer_group()
+        identity = (tuple(source.spec.bootstrap_servers), tuple(source.spec.topics), group,
+                    source.spec.initial_offset, sasl, tls)
+        return LagReader(client_options(source.spec.bootstrap_servers, sasl, tls), group, source.spec.topics,
+                         source.spec.initial_offset), identity
+    spec = source.spec
+    if spec.name_servers is None:
+        raise ValueError("spec.nameServers is not set: the backlog of a RocketMQ consumer group is read from "
+                         "its name servers")
+    identity = (spec.name_servers, spec.topic, spec.consumer_group, spec.namespace)
+    return BacklogReader(spec.name_servers, spec.topic, spec.consumer_group, spec.namespace), identity
+
+
+def group_of(source: Source) -> str:
+    return source.effective_consumer_group() if isinstance(source, KafkaSource) else source.spec.consumer_group
+
+
 @dataclass
 class _Poller:
-    source: KafkaSource
+    source: Source
     scaling: SourceScaling
     body: dict[str, Any]
-    reader: LagReader
+    reader: Backlog
     identity: tuple[Any, ...]
     """What, when it changes, needs a new reader: the connection, the group and the topics."""
     history: Recommendations = field(default_factory=Recommendations)
@@ -62,27 +92,23 @@ class BuiltinAutoscaler:
             return None
         return poller.report or ScaleReport("builtin", message="reading the consumer group's lag")
 
-    def ensure(self, source: KafkaSource, body: dict[str, Any], secrets: SecretLookup) -> StatusProblem | None:
+    def ensure(self, source: Source, body: dict[str, Any], secrets: SecretLookup) -> StatusProblem | None:
         """Starts (or keeps, with the new settings) the poller of ``source``; a problem when it cannot."""
         uid = str(source.metadata.uid)
         try:
-            sasl, tls = security(source.spec.net, secrets)
+            reader, identity = backlog_reader(source, secrets)
         except ValueError as error:
             self.stop(uid)
-            return StatusProblem("LagUnreadable", f"the built-in autoscaler cannot reach Kafka: {error}")
-        identity = (tuple(source.spec.bootstrap_servers), tuple(source.spec.topics), source.effective_consumer_group(),
-                    source.spec.initial_offset, sasl, tls)
+            return StatusProblem("LagUnreadable", f"the built-in autoscaler cannot read the backlog: {error}")
         poller = self._pollers.get(uid)
         if poller is not None and poller.identity == identity:
             poller.source, poller.scaling, poller.body = source, source.scaling, body
             return None
         self.stop(uid)
-        reader = LagReader(client_options(source.spec.bootstrap_servers, sasl, tls), source.effective_consumer_group(),
-                           source.spec.topics, source.spec.initial_offset)
         poller = _Poller(source, source.scaling, body, reader, identity)
         poller.task = asyncio.create_task(self._poll(poller), name=f"autoscaler {source.key}")
         self._pollers[uid] = poller
-        log.info("built-in autoscaling of KafkaSource %s started", source.key)
+        log.info("built-in autoscaling of %s %s started", source.kind, source.key)
         return None
 
     def stop(self, uid: str) -> None:
@@ -119,7 +145,7 @@ class BuiltinAutoscaler:
                 log.warning("built-in autoscaler of %s: %s", poller.source.key, error)
                 self._publish(poller, ScaleReport(
                     "builtin", message="", problem=StatusProblem(
-                        "LagUnreadable", f"reading the lag of consumer group {source.effective_consumer_group()} "
+                        "LagUnreadable", f"reading the backlog of consumer group {group_of(source)} "
                         f"failed: {error or type(error).__name__}; replicas are left as they are and the read is "
                         f"tried again every {poller.scaling.polling_interval}s")))
             await asyncio.sleep(poller.scaling.polling_interval)

@@ -139,15 +139,18 @@ class SourceReconciler:
             await self._delete_keda_objects(source)
         if not scaling.enabled:
             return None
-        if not autoscaled(source) or not isinstance(source, KafkaSource):
+        if not autoscaled(source):
+            why = ("KEDA has no RocketMQ scaler: use autoscaling.eventferry.dev/class builtin"
+                   if scaling.scaling_class == KEDA else "set spec.nameServers")
             return ScaleReport(scaling.scaling_class, problem=StatusProblem(
-                "AutoscalingNotSupported", "only KafkaSource adapters are autoscaled yet (a RocketMQ consumer "
-                "group's backlog cannot be read while no adapter runs): spec.consumers replicas run"))
+                "AutoscalingNotSupported", f"a RocketMQ consumer group's backlog is read by the built-in engine "
+                f"from the group's name servers: {why}; until then spec.consumers replicas run"))
         if deployment is None:
             return ScaleReport(scaling.scaling_class, message="waiting for the adapter Deployment")
         if scaling.scaling_class == BUILTIN:
             problem = self.builtin.ensure(source, body, secrets)
             return ScaleReport(BUILTIN, problem=problem) if problem else self.builtin.report(uid)
+        assert isinstance(source, KafkaSource)  # autoscaled() admits only class builtin for RocketMQ
         return await self._apply_keda(source, deployment, secrets)
 
     async def _apply_keda(self, source: KafkaSource, deployment: dict[str, Any],
