@@ -58,9 +58,13 @@ def test_helm_template_renders_the_components_with_least_privilege() -> None:
         by_kind.setdefault(doc["kind"], []).append(doc)
     assert {d["metadata"]["name"] for d in by_kind["Deployment"]} == {"ef-eventferry-operator",
                                                                       "ef-eventferry-broker"}
-    [service] = by_kind["Service"]
-    assert service["metadata"]["name"] == "eventferry-broker-ingress"
+    services = {s["metadata"]["name"]: s for s in by_kind["Service"]}
+    assert set(services) == {"eventferry-broker-ingress", "ef-eventferry-operator"}
+    service = services["eventferry-broker-ingress"]
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    operator_service = services["ef-eventferry-operator"]
+    assert operator_service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics",
+                                                  "protocol": "TCP"}]
     assert {d["kind"] for d in docs} >= {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
     assert "CustomResourceDefinition" not in by_kind  # CRDs come from crds/, installed before the templates
 

@@ -422,6 +422,8 @@ def test_live_stream_from_kafka_and_rocketmq_through_the_chart(
     broker.wait_until(lambda: wait_for_port(broker_port, 0.5), 60, "listening")
 
     metrics_port = free_port()
+    # The operator's Service (KEDA reads RocketMQ backlogs there) stands for its metrics port.
+    pods.services[f"{RELEASE}-operator.{SYSTEM}.svc.cluster.local"] = metrics_port
     operator, operator_facts = pods.start(
         SYSTEM, f"{RELEASE}-operator", extra_args=("--system-namespace", SYSTEM),
         overrides={"EVENTFERRY_METRICS_PORT": str(metrics_port), "EVENTFERRY_METRICS_HOST": "127.0.0.1"})

@@ -310,15 +310,15 @@ def produce_rocketmq(rocketmq: RocketMQ, topic: str, plan: list[tuple[float, int
     return sent
 
 
-async def test_builtin_engine_scales_rocketmq_adapters_from_zero_on_the_groups_backlog(
-        cluster: Cluster, rocketmq: RocketMQ, ns: str, tmp_path: Path, subscribers: Subscribers) -> None:
+async def rocketmq_burst(cluster: Cluster, rocketmq: RocketMQ, ns: str, engine: str, cooldown: int,
+                         subscribers: Subscribers, tmp_path: Path) -> tuple[Timeline, int]:
     # 100 ms an event (about 40 a replica a second): the threaded RocketMQ producer sends only some
     # hundreds a second, which one faster replica would keep up with.
     sink = await subscribers(lambda received, count: Answer(delay=0.1))
     suffix = uuid.uuid4().hex[:6]
     topic, group = f"burst-{suffix}", f"burst-group-{suffix}"
     await asyncio.to_thread(rocketmq.create_topic, topic, PARTITIONS)
-    annotations = {**scaling_annotations("builtin", 8), P + "lag-threshold": "50"}
+    annotations = {**scaling_annotations(engine, cooldown), P + "lag-threshold": "50"}
     body = manifest("RocketMQSource", "comments", {
         "endpoints": rocketmq.endpoint, "nameServers": rocketmq.namesrv, "topic": topic, "consumerGroup": group,
         "sink": {"uri": sink.url}}, annotations=annotations)
@@ -329,15 +329,33 @@ async def test_builtin_engine_scales_rocketmq_adapters_from_zero_on_the_groups_b
     async def send() -> int:
         return await asyncio.to_thread(produce_rocketmq, rocketmq, topic, [(2, 10), (5, 100), (2, 10)])
 
-    timeline, sent, drained_after = await run_burst(cluster, replicas, reader, send, sink, "RocketMQ, built-in")
-    assert len(delivered(sink)) == sent
+    timeline, sent, drained_after = await run_burst(cluster, replicas, reader, send, sink, f"RocketMQ, {engine}")
+    assert len(delivered(sink)) == sent  # every message reached the sink (once or more)
     peak_lag = max(lag for _, lag, _, _ in timeline.samples)
     peak_wanted = max(wanted for _, _, wanted, _ in timeline.samples)
     assert peak_lag > 50 and peak_wanted >= 2, f"replicas rose with the backlog (peak {peak_lag})"
-    print(f"RocketMQ built-in: {sent} sent, peak backlog {peak_lag}, peak replicas {peak_wanted}, "
+    print(f"RocketMQ {engine}: {sent} sent, peak backlog {peak_lag}, peak replicas {peak_wanted}, "
           f"all delivered {drained_after:.1f}s after the last send")
+    return timeline, sent
+
+
+async def test_builtin_engine_scales_rocketmq_adapters_from_zero_on_the_groups_backlog(
+        cluster: Cluster, rocketmq: RocketMQ, ns: str, tmp_path: Path, subscribers: Subscribers) -> None:
+    await rocketmq_burst(cluster, rocketmq, ns, "builtin", 8, subscribers, tmp_path)
     scaled = [e["message"] for e in cluster.events(ns, "comments") if e["reason"] == "Scaled"]
     assert any("from 0 to" in m for m in scaled) and any(m.startswith("adapter scaled from 1 to 0") for m in scaled)
+
+
+async def test_keda_scales_rocketmq_adapters_on_the_backlog_the_operator_reads(
+        cluster: Cluster, rocketmq: RocketMQ, keda: Keda, kube_controllers: KubeControllers, ns: str,
+        tmp_path: Path, subscribers: Subscribers) -> None:
+    await rocketmq_burst(cluster, rocketmq, ns, "keda", 5, subscribers, tmp_path)
+    scaled_object = cluster.get(ns, "scaledobject.keda.sh/rocketmqsource-comments")
+    assert scaled_object is not None
+    [trigger] = scaled_object["spec"]["triggers"]
+    assert trigger["type"] == "metrics-api"
+    assert trigger["metadata"]["url"] == (f"http://127.0.0.1:{cluster.operator_port}"
+                                          f"/backlog/rocketmqsources/{ns}/comments")
 
 
 def test_a_bad_autoscaling_annotation_is_reported_with_its_name(cluster: Cluster, ns: str) -> None:

@@ -96,6 +96,8 @@ class Cluster:
         process = ManagedProcess(f"operator-{self._started}", [
             EVENTFERRY, "operator", "--adapter-image", IMAGE, "--metrics-host", "127.0.0.1",
             "--metrics-port", str(port), "--debounce", "0.1", "--retry-interval", "1",
+            # What the chart's operator Service is, on loopback: where KEDA reads RocketMQ backlogs.
+            "--backlog-url", f"http://127.0.0.1:{port}",
         ], self.workdir / f"operator-{self._started}.log",
             env=dict(self.env, POD_NAME=f"operator-{self._started}"))
         process.wait_until(lambda: wait_for_port(port, 0.5), 60, "serving /readyz")

@@ -87,11 +87,11 @@ def test_an_autoscaled_kafka_sources_deployment_leaves_replicas_to_the_autoscale
         "metadata": {"name": "c", "namespace": "live", "uid": UID, "annotations": {P + "class": "keda"}},
         "spec": {"endpoints": "proxy:8081", "topic": "t", "consumerGroup": "g", "consumers": 3,
                  "sink": {"uri": "http://b/"}}})
-    assert not autoscaled(rocketmq)  # KEDA has no RocketMQ scaler: consumers apply
+    assert not autoscaled(rocketmq)  # without name servers its backlog cannot be read: consumers apply
     assert adapter_deployment(rocketmq, sink_uri="http://b/", delivery=None, settings=settings)["spec"]["replicas"] == 3
     builtin = rocketmq.model_copy(update={"metadata": rocketmq.metadata.model_copy(
         update={"annotations": {P + "class": "builtin"}})})
-    assert not autoscaled(builtin)  # without name servers its backlog cannot be read
+    assert not autoscaled(builtin)
     with_name_servers = builtin.model_copy(update={"spec": builtin.spec.model_copy(
         update={"name_servers": "namesrv:9876"})})
     assert autoscaled(with_name_servers)
@@ -228,3 +228,23 @@ def test_remoting_frames_round_trip_and_fastjson_numeric_keys_are_read() -> None
     route = parse_route(b'{"brokerDatas":[{"brokerAddrs":{0:"10.0.0.1:10911",1:"10.0.0.2:10911"},'
                         b'"brokerName":"broker-a"}],"queueDatas":[{"brokerName":"broker-a","readQueueNums":4}]}')
     assert route["brokerDatas"][0]["brokerAddrs"] == {"0": "10.0.0.1:10911", "1": "10.0.0.2:10911"}
+
+
+def test_a_rocketmq_sources_scaled_object_reads_the_backlog_from_the_operator() -> None:
+    from eventferry.controller.backlog_endpoint import backlog_path
+    from eventferry.resources.scaling import rocketmq_scaled_object
+
+    source = RocketMQSource.model_validate({
+        "apiVersion": "eventferry.dev/v1alpha1", "kind": "RocketMQSource",
+        "metadata": {"name": "comments", "namespace": "live", "uid": UID,
+                     "annotations": {P + "class": "keda", P + "lag-threshold": "50", P + "max-scale": "4"}},
+        "spec": {"endpoints": "proxy:8081", "nameServers": "namesrv:9876", "topic": "t", "consumerGroup": "g",
+                 "sink": {"uri": "http://b/"}}})
+    assert autoscaled(source)
+    url = "http://ef-eventferry-operator.eventferry-system.svc.cluster.local:9090" + backlog_path("live", "comments")
+    obj = rocketmq_scaled_object(source, source.scaling, url)
+    assert obj["spec"]["scaleTargetRef"]["name"] == "rocketmqsource-comments"
+    assert obj["spec"]["maxReplicaCount"] == 4
+    assert obj["spec"]["triggers"] == [{"type": "metrics-api", "name": "backlog", "metadata": {
+        "url": url, "format": "json", "valueLocation": "backlog", "targetValue": "50", "activationTargetValue": "0"}}]
+    assert url.endswith("/backlog/rocketmqsources/live/comments")

@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--metrics-host", default=_env("METRICS_HOST", "0.0.0.0"))
     parser.add_argument("--metrics-port", type=int, default=_env("METRICS_PORT", "8080"),
                         help="/metrics, /healthz and /readyz (env EVENTFERRY_METRICS_PORT)")
+    parser.add_argument("--backlog-url", default=_env("BACKLOG_URL", ""),
+                        help="the URL at which KEDA reaches this operator's metrics port, for the backlog of "
+                             "RocketMQSources of autoscaling class keda (env EVENTFERRY_BACKLOG_URL)")
     parser.add_argument("--debounce", type=float, default=_env("DEBOUNCE", "0.3"),
                         help="seconds of quiet before the contract is compiled again after a change")
     parser.add_argument("--retry-interval", type=float, default=_env("RETRY_INTERVAL", "10"),
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         default_kafka_bootstrap=tuple(s.strip() for s in args.kafka_bootstrap_servers.split(",") if s.strip()),
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        backlog_url=args.backlog_url or None,
         debounce=args.debounce,
         retry_interval=args.retry_interval,
         lease_duration=args.lease_duration,

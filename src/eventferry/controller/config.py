@@ -47,5 +47,8 @@ class OperatorConfig:
     identity: str = field(default_factory=default_identity)
     watch_timeout: int = 300
     """The server ends each watch after this many seconds (kopf then re-lists): a stalled stream heals."""
+    backlog_url: str | None = None
+    """Where KEDA reaches this operator's probe server (its ``/backlog/...`` endpoint, for RocketMQSources
+    of class keda), e.g. ``http://eventferry-operator.eventferry-system.svc.cluster.local:9090``."""
     unload_timeout: float = 30.0
     """How long a deleted Kafka Broker waits for the data plane to drop it before its topics go."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from eventferry.net.httpserver import ProbeServer
@@ -75,9 +76,11 @@ class OperatorHealth:
 
 
 class HealthServer(ProbeServer):
-    """``/healthz``: the process answers. ``/readyz``: 200 as a standby or once the leader has synced."""
+    """``/healthz``: the process answers. ``/readyz``: 200 as a standby or once the leader has synced.
+    Also what else every replica serves (``extra``: the RocketMQ backlog endpoint for KEDA)."""
 
-    def __init__(self, metrics: OperatorMetrics, health: OperatorHealth, host: str, port: int) -> None:
+    def __init__(self, metrics: OperatorMetrics, health: OperatorHealth, host: str, port: int,
+                 extra: list[web.RouteDef] | None = None) -> None:
         def alive() -> tuple[bool, str]:
             return True, "ok"
 
@@ -89,3 +92,4 @@ class HealthServer(ProbeServer):
             return True, "leader: synced"
 
         super().__init__(metrics.registry, alive, ready, host, port)
+        self.routes += extra or []

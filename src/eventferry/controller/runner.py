@@ -9,6 +9,7 @@ import signal
 
 import kopf
 
+from eventferry.controller.backlog_endpoint import BacklogEndpoint
 from eventferry.controller.config import OperatorConfig
 from eventferry.controller.context import Context
 from eventferry.controller.handlers import register
@@ -31,11 +32,16 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     metrics, health = OperatorMetrics(), OperatorHealth()
-    server = HealthServer(metrics, health, config.metrics_host, config.metrics_port)
-    await server.start()
+    api = ApiClient.from_environment()
+    server = HealthServer(metrics, health, config.metrics_host, config.metrics_port,
+                          extra=BacklogEndpoint(api).routes())
+    try:
+        await server.start()
+    except BaseException:
+        await api.close()
+        raise
     log.info("operator %s: /metrics, /healthz and /readyz on http://%s:%d", config.identity, config.metrics_host,
              server.port)
-    api = ApiClient.from_environment()
     elector = LeaseElector(api, config.system_namespace, config.lease_name, config.identity,
                            duration=config.lease_duration)
     try:

@@ -25,6 +25,7 @@ from eventferry.contract.compile import effective_delivery
 from eventferry.contract.model import Delivery
 from eventferry.contract.resolve import Unresolvable
 from eventferry.controller.autoscaler import BuiltinAutoscaler
+from eventferry.controller.backlog_endpoint import backlog_path
 from eventferry.controller.contracts import resolve
 from eventferry.controller.kube import ApiError, resource_path
 from eventferry.controller.status_writer import StatusWriter
@@ -40,7 +41,12 @@ from eventferry.resources.adapter import (
     selector,
 )
 from eventferry.resources.conditions import now_rfc3339, unknown
-from eventferry.resources.scaling import KEDA_API_VERSION, scaled_object, trigger_authentication
+from eventferry.resources.scaling import (
+    KEDA_API_VERSION,
+    rocketmq_scaled_object,
+    scaled_object,
+    trigger_authentication,
+)
 from eventferry.resources.status import (
     DEPLOYED,
     Resolution,
@@ -140,30 +146,37 @@ class SourceReconciler:
         if not scaling.enabled:
             return None
         if not autoscaled(source):
-            why = ("KEDA has no RocketMQ scaler: use autoscaling.eventferry.dev/class builtin"
-                   if scaling.scaling_class == KEDA else "set spec.nameServers")
             return ScaleReport(scaling.scaling_class, problem=StatusProblem(
-                "AutoscalingNotSupported", f"a RocketMQ consumer group's backlog is read by the built-in engine "
-                f"from the group's name servers: {why}; until then spec.consumers replicas run"))
+                "AutoscalingNotSupported", "a RocketMQ consumer group's backlog is read from its name servers: "
+                "set spec.nameServers to autoscale; until then spec.consumers replicas run"))
         if deployment is None:
             return ScaleReport(scaling.scaling_class, message="waiting for the adapter Deployment")
         if scaling.scaling_class == BUILTIN:
             problem = self.builtin.ensure(source, body, secrets)
             return ScaleReport(BUILTIN, problem=problem) if problem else self.builtin.report(uid)
-        assert isinstance(source, KafkaSource)  # autoscaled() admits only class builtin for RocketMQ
-        return await self._apply_keda(source, deployment, secrets)
+        if isinstance(source, KafkaSource):
+            objects = [trigger_authentication(source), scaled_object(source, scaling, self._sasl_mechanism(
+                source, secrets))]
+        elif self.ctx.config.backlog_url is None:
+            return ScaleReport(KEDA, problem=StatusProblem(
+                "BacklogEndpointNotConfigured", "KEDA reads a RocketMQ group's backlog from the operator's "
+                "/backlog endpoint: run the operator with --backlog-url (the chart sets it)"))
+        else:
+            url = self.ctx.config.backlog_url.rstrip("/") + backlog_path(source.namespace, source.metadata.name)
+            objects = [rocketmq_scaled_object(source, scaling, url)]
+        return await self._apply_keda(source, deployment, [obj for obj in objects if obj is not None])
 
-    async def _apply_keda(self, source: KafkaSource, deployment: dict[str, Any],
-                          secrets: SecretLookup) -> ScaleReport:
+    @staticmethod
+    def _sasl_mechanism(source: KafkaSource, secrets: SecretLookup) -> str | None:
         net = source.spec.net
-        mechanism = None
         if net and net.sasl and net.sasl.enable:
-            mechanism = secret_value(secrets, net.sasl.type, "spec.net.sasl.type")
-        objects = [trigger_authentication(source), scaled_object(source, source.scaling, mechanism)]
+            return secret_value(secrets, net.sasl.type, "spec.net.sasl.type")
+        return None
+
+    async def _apply_keda(self, source: Source, deployment: dict[str, Any],
+                          objects: list[dict[str, Any]]) -> ScaleReport:
         applied: dict[str, Any] = {}
         for obj in objects:
-            if obj is None:
-                continue
             path = resource_path(KEDA_API_VERSION, KEDA_PLURALS[obj["kind"]], source.namespace,
                                  obj["metadata"]["name"])
             try:

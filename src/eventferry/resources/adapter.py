@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventferry.apis.autoscaling import BUILTIN
 from eventferry.apis.duck import SecretKeySelector, SecretValueFromSource
 from eventferry.apis.kafkasource import KafkaSource
 from eventferry.apis.rocketmqsource import RocketMQSource
@@ -149,12 +148,11 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 def autoscaled(source: Source) -> bool:
     """Whether an autoscaler sets the adapter's replicas: a class is set and the backlog can be read
-    while no adapter runs. A KafkaSource's group lag is read from Kafka (KEDA or built-in); a
-    RocketMQSource's backlog from its name servers by the built-in engine (KEDA has no RocketMQ
-    scaler), so only with class builtin and ``spec.nameServers``."""
+    while no adapter runs. A KafkaSource's group lag is read from Kafka; a RocketMQSource's backlog
+    from its name servers, so only with ``spec.nameServers``."""
     if isinstance(source, KafkaSource):
         return source.scaling.enabled
-    return source.scaling.scaling_class == BUILTIN and source.spec.name_servers is not None
+    return source.scaling.enabled and source.spec.name_servers is not None
 
 
 def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | None,

@@ -18,6 +18,7 @@ from typing import Any
 
 from eventferry.apis.autoscaling import SourceScaling
 from eventferry.apis.kafkasource import KafkaSource
+from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.resources.adapter import Source, deployment_name, labels, owner_reference
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -75,6 +76,10 @@ def scaled_object(source: KafkaSource, scaling: SourceScaling, sasl_mechanism: s
         if authentication is not None:
             trigger["authenticationRef"] = {"name": authentication["metadata"]["name"]}
         triggers.append(trigger)
+    return _scaled_object(source, scaling, triggers)
+
+
+def _scaled_object(source: Source, scaling: SourceScaling, triggers: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "apiVersion": KEDA_API_VERSION, "kind": "ScaledObject", "metadata": _meta(source),
         "spec": {
@@ -86,6 +91,15 @@ def scaled_object(source: KafkaSource, scaling: SourceScaling, sasl_mechanism: s
             "triggers": triggers,
         },
     }
+
+
+def rocketmq_scaled_object(source: RocketMQSource, scaling: SourceScaling, backlog_url: str) -> dict[str, Any]:
+    """The ScaledObject of a RocketMQSource: KEDA has no RocketMQ scaler, so its ``metrics-api`` scaler
+    reads the group's backlog from the operator (``backlog_url``, its ``/backlog/...`` endpoint)."""
+    trigger = {"type": "metrics-api", "name": "backlog", "metadata": {
+        "url": backlog_url, "format": "json", "valueLocation": "backlog",
+        "targetValue": str(scaling.lag_threshold), "activationTargetValue": str(scaling.activation_lag_threshold)}}
+    return _scaled_object(source, scaling, [trigger])
 
 
 def _trigger_name(topic: str) -> str:
