@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from eventferry.commands.crds import render
 from tests.env.servers import Kafka, KubeAPI
 from tests.faults.support import SenderReport, send_at_least_once
 from tests.support import manifests
-from tests.support.cluster import SYSTEM, Cluster, condition_of, contract_trigger, dataplane_routes, manifest, trigger
+from tests.support.cluster import Cluster, condition_of, contract_trigger, dataplane_routes, manifest, trigger
 from tests.support.processes import kill, start_eventferry, wait_ready
 from tests.support.subscriber import Subscribers
 
@@ -76,10 +75,7 @@ def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     kube = KubeAPI.start(tmp_path_factory.mktemp("own-kube"))
     cluster = Cluster(kube, tmp_path_factory.mktemp("own-cluster"))
     try:
-        cluster.ok("apply", "-f", "-", stdin="---\n".join(render().values()))
-        cluster.ok("wait", "--for=condition=Established", "--timeout=60s", "crd/triggers.eventferry.dev",
-                   "crd/brokers.eventferry.dev")
-        cluster.ok("create", "namespace", SYSTEM)
+        cluster.install()
         cluster.start_dataplane()
         cluster.run_operator()
         yield cluster

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from eventferry.commands.crds import render
 from tests.env.servers import Kafka, KubeAPI
 from tests.support.cluster import (
     API,
@@ -43,11 +42,7 @@ INGRESS = "http://eventferry-broker-ingress.eventferry-system.svc.cluster.local"
 @pytest.fixture(scope="module")
 def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(kube_api, tmp_path_factory.mktemp("operator"))
-    cluster.ok("apply", "-f", "-", stdin="---\n".join(render().values()))
-    cluster.ok("wait", "--for=condition=Established", "--timeout=60s",
-               *(f"crd/{p}.eventferry.dev" for p in ("brokers", "triggers", "kafkasources", "rocketmqsources")))
-    if cluster.get("", f"namespace/{SYSTEM}") is None:
-        cluster.ok("create", "namespace", SYSTEM)
+    cluster.install()
     try:
         cluster.start_dataplane()
         cluster.run_operator()

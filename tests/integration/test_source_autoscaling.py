@@ -24,13 +24,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from eventferry.commands.crds import render
 from eventferry.controller.lag import LagReader
 from eventferry.controller.rocketmq_backlog import BacklogReader
 from tests.env.ports import free_port
 from tests.env.process import ManagedProcess
 from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers, RocketMQ
-from tests.support.cluster import SYSTEM, Cluster, condition_of, http_get, manifest
+from tests.support.cluster import Cluster, condition_of, http_get, manifest
 from tests.support.processes import EVENTFERRY
 from tests.support.subscriber import Answer, Subscriber, Subscribers
 
@@ -49,10 +48,7 @@ SINK_DELAY = 0.02
 @pytest.fixture(scope="module")
 def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(kube_api, tmp_path_factory.mktemp("autoscaling"))
-    cluster.ok("apply", "-f", "-", stdin="---\n".join(render().values()))
-    cluster.ok("wait", "--for=condition=Established", "--timeout=60s", "crd/kafkasources.eventferry.dev")
-    if cluster.get("", f"namespace/{SYSTEM}") is None:
-        cluster.ok("create", "namespace", SYSTEM)
+    cluster.install()
     try:
         cluster.run_operator()
         yield cluster
@@ -124,20 +120,26 @@ async def create_topic(kafka: Kafka, topic: str) -> None:
         await admin.close()
 
 
+def due_times(plan: list[tuple[float, int]]) -> Iterator[float]:
+    """When each message of ``plan`` ((seconds, rate) steps) is due: open loop, the i-th of a step leaves
+    at i/rate from its start whatever the answers."""
+    start = time.monotonic()
+    for seconds, rate in plan:
+        for i in range(int(seconds * rate)):
+            yield start + i / rate
+        start += seconds
+
+
 async def produce(kafka: Kafka, topic: str, plan: list[tuple[float, int]]) -> int:
-    """Sends at each (seconds, rate) step of ``plan``, open loop; returns how many were sent."""
+    """Sends ``{"n": i}`` bodies as ``plan`` says; returns how many were sent."""
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=5)
     await producer.start()
     sent = 0
     try:
-        for seconds, rate in plan:
-            started = time.monotonic()
-            for i in range(int(seconds * rate)):
-                delay = started + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await producer.send(topic, json.dumps({"n": sent}).encode(), key=str(sent).encode())
-                sent += 1
+        for due in due_times(plan):
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await producer.send(topic, json.dumps({"n": sent}).encode(), key=str(sent).encode())
+            sent += 1
         await producer.flush()
     finally:
         await producer.stop()
@@ -257,6 +259,9 @@ async def test_builtin_engine_scales_adapters_with_a_burst_and_back_to_zero(
     assert status["autoscaling"]["desiredReplicas"] == 0
     assert "activation threshold" in status["autoscaling"]["message"]
     assert condition_of(source, "Autoscaled")["status"] == "True"  # type: ignore[index]
+    header, row = cluster.ok("get", "-n", ns, "kafkasource/frames", "-o", "wide").splitlines()
+    columns = dict(zip(header.split(), row.split(), strict=False))
+    assert (columns["WANTED"], columns["LAG"]) == ("0", "0")  # CONSUMERS: <none> here, no kubelet reports pods
     scaled = [e for e in cluster.events(ns, "frames") if e["reason"] == "Scaled"]
     assert any("to 0" in e["message"] for e in scaled) and any("from 0 to" in e["message"] for e in scaled)
     metrics = cluster_metrics(cluster)
@@ -288,23 +293,19 @@ async def test_keda_engine_gets_a_scaled_object_and_scales_the_adapters_with_the
 
 
 def produce_rocketmq(rocketmq: RocketMQ, topic: str, plan: list[tuple[float, int]]) -> int:
-    """Sends ``{"n": i}`` bodies at each (seconds, rate) step of ``plan`` (blocking: the client is threaded)."""
+    """Sends ``{"n": i}`` bodies as ``plan`` says (blocking: the client is threaded)."""
     from rocketmq import ClientConfiguration, Credentials, Message, Producer
 
     producer = Producer(ClientConfiguration(rocketmq.endpoint, Credentials(), request_timeout=10), (topic,))
     producer.startup()
     sent = 0
     try:
-        for seconds, rate in plan:
-            started = time.monotonic()
-            for i in range(int(seconds * rate)):
-                delay = started + i / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                message = Message()
-                message.topic, message.body, message.tag = topic, json.dumps({"n": sent}).encode(), "frame"
-                producer.send(message)
-                sent += 1
+        for due in due_times(plan):
+            time.sleep(max(0.0, due - time.monotonic()))
+            message = Message()
+            message.topic, message.body, message.tag = topic, json.dumps({"n": sent}).encode(), "frame"
+            producer.send(message)
+            sent += 1
     finally:
         producer.shutdown()
     return sent

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from eventferry.apis.meta import GROUP, PLURALS
+from eventferry.commands.crds import render
 from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.process import ManagedProcess
@@ -79,6 +81,14 @@ class Cluster:
                                     f"--field-selector=involvedObject.name={name}"))
         items: list[dict[str, Any]] = listed["items"]
         return items
+
+    def install(self) -> None:
+        """The generated CRDs (and admission policies) applied and Established, and the system namespace."""
+        self.ok("apply", "-f", "-", stdin="---\n".join(render().values()))
+        self.ok("wait", "--for=condition=Established", "--timeout=60s",
+                *(f"crd/{plural}.{GROUP}" for plural in PLURALS.values()))
+        if self.get("", f"namespace/{SYSTEM}") is None:
+            self.ok("create", "namespace", SYSTEM)
 
     # --- processes -------------------------------------------------------------------------------------
 

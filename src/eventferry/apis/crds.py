@@ -25,6 +25,12 @@ _READY_COLUMNS = [
 ]
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 _SINK = {"name": "Sink", "type": "string", "jsonPath": ".status.sinkUri"}
+# ``kubectl get kafkasources -o wide``: adapters running, and what the autoscaler wants and why.
+_SCALE_COLUMNS = [
+    {"name": "Consumers", "type": "integer", "jsonPath": ".status.consumers", "priority": 1},
+    {"name": "Wanted", "type": "integer", "jsonPath": ".status.autoscaling.desiredReplicas", "priority": 1},
+    {"name": "Lag", "type": "integer", "jsonPath": ".status.autoscaling.lag", "priority": 1},
+]
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,10 @@ KINDS = (
         _AGE, *_READY_COLUMNS]),
     _Kind(KafkaSource, PLURALS["KafkaSource"], ["efkafkasource"], [
         {"name": "Topics", "type": "string", "jsonPath": ".spec.topics", "priority": 1},
-        _SINK, _AGE, *_READY_COLUMNS], categories=["all", "eventing", "sources"], scalable=True),
+        _SINK, *_SCALE_COLUMNS, _AGE, *_READY_COLUMNS], categories=["all", "eventing", "sources"], scalable=True),
     _Kind(RocketMQSource, PLURALS["RocketMQSource"], ["efrocketmqsource"], [
         {"name": "Topic", "type": "string", "jsonPath": ".spec.topic", "priority": 1},
-        _SINK, _AGE, *_READY_COLUMNS], categories=["all", "eventing", "sources"], scalable=True),
+        _SINK, *_SCALE_COLUMNS, _AGE, *_READY_COLUMNS], categories=["all", "eventing", "sources"], scalable=True),
 )
 
 

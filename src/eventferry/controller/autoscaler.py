@@ -117,7 +117,7 @@ class BuiltinAutoscaler:
             return
         if poller.task is not None:
             poller.task.cancel()
-        asyncio.get_running_loop().create_task(poller.reader.close())
+        self.ctx.spawn(poller.reader.close(), name=f"closing the backlog reader of {poller.source.key}")
         self.ctx.metrics.forget_source(poller.source.kind, poller.source.namespace, poller.source.metadata.name)
 
     async def close(self) -> None:
