@@ -15,7 +15,7 @@ from tests.env import provision
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "eventferry"
-POLICY = "eventferry.dev_broker-class-policy.yaml"
+POLICY = "eventferry.dev_admission-policies.yaml"
 
 
 def helm(*args: str) -> str:
@@ -40,7 +40,7 @@ def test_chart_crds_match_generated() -> None:
         assert (ROOT / "crds" / name).read_text() == text
     assert all(yaml.safe_load(t)["kind"] == "CustomResourceDefinition" for t in chart_crds.values())
     # The admission policy is no CRD: the chart renders it from files/, which must match too.
-    assert (CHART / "files" / "broker-class-policy.yaml").read_text() == generated[POLICY]
+    assert (CHART / "files" / "admission-policies.yaml").read_text() == generated[POLICY]
 
 
 @pytest.mark.e2e

@@ -163,6 +163,53 @@ def test_broker_class_is_immutable(kube: KubeAPI, ns: str) -> None:
     ok(patch(kube, ns, "broker/default", {"metadata": {"labels": {"team": "live"}}}))
 
 
+AUTOSCALING = "autoscaling.eventferry.dev/"
+
+
+def created_once_policies_load(kube: KubeAPI, ns: str, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """Creates ``obj``, which the policies should refuse; while the API server has not loaded them yet
+    (shortly after they were applied) it is stored, so it is deleted and created again."""
+    deadline = time.monotonic() + 30
+    result = create(kube, ns, obj)
+    while result.returncode == 0 and time.monotonic() < deadline:
+        ok(kubectl(kube, "delete", "-n", ns, f"{obj['kind'].lower()}/{obj['metadata']['name']}"))
+        time.sleep(0.5)
+        result = create(kube, ns, obj)
+    return result
+
+
+@pytest.mark.parametrize(("annotations", "message"), [
+    ({AUTOSCALING + "class": "hpa"},
+     f"metadata.annotations[{AUTOSCALING}class] must be one of keda, builtin or disabled, got hpa"),
+    ({AUTOSCALING + "class": "builtin", AUTOSCALING + "max-scale": "lots"},
+     f"metadata.annotations[{AUTOSCALING}max-scale] must be a whole number from 1 to 1000000000, got lots"),
+    ({"autoscaling.eventing.knative.dev/max-scale": "0"},  # Knative's prefix is read the same way
+     f"metadata.annotations[{AUTOSCALING}max-scale] must be a whole number from 1 to 1000000000, got 0"),
+    ({AUTOSCALING + "min-scale": "5", AUTOSCALING + "max-scale": "3"},
+     f"metadata.annotations[{AUTOSCALING}min-scale] (5) must not exceed max-scale (3)"),
+])
+def test_bad_autoscaling_annotations_are_refused_with_the_annotation_named(
+        kube: KubeAPI, ns: str, annotations: dict[str, str], message: str) -> None:
+    for source in (kafka_source(), rocketmq_source()):
+        source["metadata"]["annotations"] = annotations
+        refused(created_once_policies_load(kube, ns, source), message)
+
+
+def test_good_autoscaling_annotations_are_stored_and_a_bad_update_is_refused(kube: KubeAPI, ns: str) -> None:
+    source = kafka_source()
+    source["metadata"]["annotations"] = {AUTOSCALING + "class": "keda.autoscaling.knative.dev",
+                                         AUTOSCALING + "max-scale": "8", AUTOSCALING + "cooldown-period": "0"}
+    ok(create(kube, ns, source))
+    bad = {"metadata": {"annotations": {AUTOSCALING + "lag-threshold": "0"}}}
+    deadline = time.monotonic() + 30  # until the API server has loaded the policy
+    result = patch(kube, ns, "kafkasource/frames", bad)
+    while result.returncode == 0 and time.monotonic() < deadline:
+        ok(patch(kube, ns, "kafkasource/frames", {"metadata": {"annotations": {AUTOSCALING + "lag-threshold": None}}}))
+        time.sleep(0.5)
+        result = patch(kube, ns, "kafkasource/frames", bad)
+    refused(result, f"metadata.annotations[{AUTOSCALING}lag-threshold] must be a whole number from 1")
+
+
 @pytest.mark.parametrize("filters", [
     [{"exact": {"type": "a"}, "prefix": {"source": "b"}}],
     [{"all": [{"any": [{"suffix": {"type": "a"}, "cesql": "true"}]}]}],

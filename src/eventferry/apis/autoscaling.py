@@ -13,9 +13,10 @@ ports by renaming the prefix; Knative's own prefix is read too, ours wins where 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 PREFIX = "autoscaling.eventferry.dev/"
 KNATIVE_PREFIX = "autoscaling.eventing.knative.dev/"
@@ -37,6 +38,7 @@ NUMBERS: dict[str, tuple[str, int, int]] = {
     "cooldown-period": ("cooldown_period", 30, 0),
 }
 HIGHEST = 1_000_000_000
+WHOLE_NUMBER = "^[0-9]{1,10}$"
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def scaling_of(annotations: Mapping[str, str] | None) -> SourceScaling:
     def read(name: str) -> tuple[str, str] | None:
         for prefix in (PREFIX, KNATIVE_PREFIX):
             if prefix + name in values:
-                return prefix + name, values[prefix + name].strip()
+                return prefix + name, values[prefix + name]
         return None
 
     found = read("class")
@@ -89,7 +91,7 @@ def scaling_of(annotations: Mapping[str, str] | None) -> SourceScaling:
             numbers[field] = default
             continue
         key, value = found
-        if not value.isdigit() or not lowest <= int(value) <= HIGHEST:
+        if not re.fullmatch(WHOLE_NUMBER, value) or not lowest <= int(value) <= HIGHEST:
             raise ValueError(f"metadata.annotations[{key}] must be a whole number from {lowest} to {HIGHEST}, "
                              f"got {value!r}")
         numbers[field] = int(value)
@@ -98,3 +100,44 @@ def scaling_of(annotations: Mapping[str, str] | None) -> SourceScaling:
         raise ValueError(f"metadata.annotations[{key}] ({numbers['min_scale']}) must not exceed max-scale "
                          f"({numbers['max_scale']})")
     return SourceScaling(scaling_class=scaling_class, **numbers)
+
+
+# --- the same rules for the API server (a ValidatingAdmissionPolicy: CRD rules cannot read annotations) -------
+
+def _variable(name: str) -> str:
+    head, *rest = name.split("-")
+    return head + "".join(part.title() for part in rest)
+
+
+def admission_rules() -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(variables, validations) of a ValidatingAdmissionPolicy that refuses what ``scaling_of`` refuses,
+    naming the annotation; the value read as ``scaling_of`` reads it (ours, else Knative's, else the default)."""
+    variables = [{"name": "annotations", "expression": "object.metadata.?annotations.orValue({})"}]
+
+    def value(name: str, default: str) -> str:
+        return (f"variables.annotations[?'{PREFIX}{name}']"
+                f".orValue(variables.annotations[?'{KNATIVE_PREFIX}{name}'].orValue('{default}'))")
+
+    variables.append({"name": "scalingClass", "expression": value("class", DISABLED)})
+    validations: list[dict[str, Any]] = [{
+        "expression": f"variables.scalingClass in {sorted(CLASS_VALUES)!r}".replace('"', "'"),
+        "messageExpression": f"'metadata.annotations[{PREFIX}class] must be one of keda, builtin or disabled, "
+                             "got ' + variables.scalingClass",
+        "reason": "Invalid"}]
+    for name, (_, default, lowest) in NUMBERS.items():
+        variable = f"variables.{_variable(name)}"
+        variables.append({"name": _variable(name), "expression": value(name, str(default))})
+        validations.append({
+            "expression": f"{variable}.matches('{WHOLE_NUMBER}') && int({variable}) >= {lowest} "
+                          f"&& int({variable}) <= {HIGHEST}",
+            "messageExpression": f"'metadata.annotations[{PREFIX}{name}] must be a whole number from {lowest} "
+                                 f"to {HIGHEST}, got ' + {variable}",
+            "reason": "Invalid"})
+    low, high = "variables.minScale", "variables.maxScale"
+    validations.append({
+        "expression": f"!({low}.matches('{WHOLE_NUMBER}') && {high}.matches('{WHOLE_NUMBER}')) "
+                      f"|| int({low}) <= int({high})",
+        "messageExpression": f"'metadata.annotations[{PREFIX}min-scale] (' + {low} + ') must not exceed "
+                             f"max-scale (' + {high} + ')'",
+        "reason": "Invalid"})
+    return variables, validations

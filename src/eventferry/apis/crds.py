@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventferry.apis.autoscaling import admission_rules
 from eventferry.apis.broker import BROKER_CLASS_ANNOTATION, Broker, broker_class_cel
 from eventferry.apis.kafkasource import KafkaSource
 from eventferry.apis.meta import GROUP, PLURALS, VERSION, Resource
@@ -73,7 +74,8 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
 
 
 def admission_policies() -> list[dict[str, Any]]:
-    """The ValidatingAdmissionPolicy (and its binding) that keeps a Broker's class immutable."""
+    """The ValidatingAdmissionPolicies (and their bindings) for what CRD rules cannot see, annotations:
+    a Broker's class stays as it was, and a source's autoscaling annotations are valid."""
     name = f"broker-class-immutable.{GROUP}"
     policy = {
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -100,13 +102,32 @@ def admission_policies() -> list[dict[str, Any]]:
             }],
         },
     }
-    binding = {
+    variables, validations = admission_rules()
+    scaling_name = f"source-autoscaling.{GROUP}"
+    scaling = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": scaling_name, "labels": LABELS},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
+                "resources": [PLURALS["KafkaSource"], PLURALS["RocketMQSource"]],
+            }]},
+            "variables": variables,
+            "validations": validations,
+        },
+    }
+    return [policy, _binding(name), scaling, _binding(scaling_name)]
+
+
+def _binding(policy: str) -> dict[str, Any]:
+    return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": LABELS},
-        "spec": {"policyName": name, "validationActions": ["Deny"]},
+        "metadata": {"name": policy, "labels": LABELS},
+        "spec": {"policyName": policy, "validationActions": ["Deny"]},
     }
-    return [policy, binding]
 
 
 def _crd(kind: _Kind) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``eventferry crds``: write the CRDs generated from the API models (and the broker-class policy)."""
+"""``eventferry crds``: write the CRDs generated from the API models (and the admission policies)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def render() -> dict[str, str]:
     """File name -> YAML text of every generated manifest."""
     files = {f"{FILE_PREFIX}{crd['spec']['names']['plural']}.yaml": _yaml([crd])
              for crd in custom_resource_definitions()}
-    files[f"{FILE_PREFIX}broker-class-policy.yaml"] = _yaml(admission_policies())
+    files[f"{FILE_PREFIX}admission-policies.yaml"] = _yaml(admission_policies())
     return files
 
 
