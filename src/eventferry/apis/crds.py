@@ -76,7 +76,31 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
 def admission_policies() -> list[dict[str, Any]]:
     """The ValidatingAdmissionPolicies (and their bindings) for what CRD rules cannot see, annotations:
     a Broker's class stays as it was, and a source's autoscaling annotations are valid."""
-    name = f"broker-class-immutable.{GROUP}"
+    broker_class = _policy(
+        f"broker-class-immutable.{GROUP}", ["UPDATE"], [PLURALS["Broker"]],
+        variables=[
+            {"name": "newAnnotations", "expression": "object.metadata.?annotations.orValue({})"},
+            {"name": "oldAnnotations", "expression": "oldObject.metadata.?annotations.orValue({})"},
+            {"name": "newClass", "expression": broker_class_cel("variables.newAnnotations")},
+            {"name": "oldClass", "expression": broker_class_cel("variables.oldAnnotations")},
+        ],
+        validations=[{
+            "expression": "variables.newClass == variables.oldClass",
+            "messageExpression": (
+                f"'the broker class is immutable (annotation {BROKER_CLASS_ANNOTATION}): it was '"
+                " + variables.oldClass + ', the update makes it ' + variables.newClass"
+            ),
+            "reason": "Invalid",
+        }])
+    variables, validations = admission_rules()
+    source_autoscaling = _policy(f"source-autoscaling.{GROUP}", ["CREATE", "UPDATE"],
+                                 [PLURALS["KafkaSource"], PLURALS["RocketMQSource"]], variables, validations)
+    return [*broker_class, *source_autoscaling]
+
+
+def _policy(name: str, operations: list[str], resources: list[str], variables: list[dict[str, str]],
+            validations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ValidatingAdmissionPolicy on our kinds and its binding, which denies what it refuses."""
     policy = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -84,50 +108,19 @@ def admission_policies() -> list[dict[str, Any]]:
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["brokers"],
-            }]},
-            "variables": [
-                {"name": "newAnnotations", "expression": "object.metadata.?annotations.orValue({})"},
-                {"name": "oldAnnotations", "expression": "oldObject.metadata.?annotations.orValue({})"},
-                {"name": "newClass", "expression": broker_class_cel("variables.newAnnotations")},
-                {"name": "oldClass", "expression": broker_class_cel("variables.oldAnnotations")},
-            ],
-            "validations": [{
-                "expression": "variables.newClass == variables.oldClass",
-                "messageExpression": (
-                    f"'the broker class is immutable (annotation {BROKER_CLASS_ANNOTATION}): it was '"
-                    " + variables.oldClass + ', the update makes it ' + variables.newClass"
-                ),
-                "reason": "Invalid",
-            }],
-        },
-    }
-    variables, validations = admission_rules()
-    scaling_name = f"source-autoscaling.{GROUP}"
-    scaling = {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": scaling_name, "labels": LABELS},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"],
-                "resources": [PLURALS["KafkaSource"], PLURALS["RocketMQSource"]],
+                "apiGroups": [GROUP], "apiVersions": ["*"], "operations": operations, "resources": resources,
             }]},
             "variables": variables,
             "validations": validations,
         },
     }
-    return [policy, _binding(name), scaling, _binding(scaling_name)]
-
-
-def _binding(policy: str) -> dict[str, Any]:
-    return {
+    binding = {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": policy, "labels": LABELS},
-        "spec": {"policyName": policy, "validationActions": ["Deny"]},
+        "metadata": {"name": name, "labels": LABELS},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
     }
+    return [policy, binding]
 
 
 def _crd(kind: _Kind) -> dict[str, Any]:
