@@ -28,7 +28,7 @@ from eventferry.controller.lag import LagReader
 from eventferry.controller.rocketmq_backlog import BacklogReader
 from tests.env.ports import free_port
 from tests.env.process import ManagedProcess
-from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers, RocketMQ
+from tests.env.servers import SCRAM_PASSWORD, SCRAM_USER, Kafka, Keda, KubeAPI, KubeControllers, RocketMQ
 from tests.support.cluster import Cluster, condition_of, http_get, manifest
 from tests.support.processes import EVENTFERRY
 from tests.support.subscriber import Answer, Subscriber, Subscribers
@@ -357,6 +357,43 @@ async def test_keda_scales_rocketmq_adapters_on_the_backlog_the_operator_reads(
     assert trigger["type"] == "metrics-api"
     assert trigger["metadata"]["url"] == (f"http://127.0.0.1:{cluster.operator_port}"
                                           f"/backlog/rocketmqsources/{ns}/comments")
+
+
+@pytest.mark.parametrize("engine", ["builtin", "keda"])
+async def test_the_lag_behind_sasl_is_read_with_the_sources_own_secret(
+        cluster: Cluster, kafka: Kafka, keda: Keda, kube_controllers: KubeControllers, ns: str, engine: str) -> None:
+    """SCRAM-SHA-512 credentials from the source's Secret reach the engine that reads the lag: the
+    operator (built-in) or KEDA (a TriggerAuthentication naming the same keys); no adapter runs, and a
+    backlog of 30 wakes the source from zero."""
+    suffix = uuid.uuid4().hex[:6]
+    topic, group = f"sasl-{suffix}", f"sasl-group-{suffix}"
+    await create_topic(kafka, topic)
+    await produce(kafka, topic, [(1, 30)])
+    cluster.ok("create", "secret", "generic", "kafka-auth", "-n", ns, f"--from-literal=user={SCRAM_USER}",
+               f"--from-literal=password={SCRAM_PASSWORD}", "--from-literal=mechanism=SCRAM-SHA-512")
+
+    def ref(key: str) -> dict[str, Any]:
+        return {"secretKeyRef": {"name": "kafka-auth", "key": key}}
+
+    body = source_manifest("secured", topic, group, {**scaling_annotations(engine, 30), P + "lag-threshold": "10"},
+                           "http://127.0.0.1:9/")
+    body["spec"].update(bootstrapServers=[kafka.sasl_bootstrap], net={"sasl": {
+        "enable": True, "user": ref("user"), "password": ref("password"), "type": ref("mechanism")}})
+    assert cluster.create(ns, body).returncode == 0
+    cluster.wait(lambda: ((cluster.get(ns, "deployment/kafkasource-secured") or {"spec": {}})["spec"]
+                          .get("replicas", 0) >= 2), f"the adapter Deployment scaled on the lag ({engine})", 60)
+    source = cluster.wait_condition(ns, "kafkasource/secured", "Autoscaled", "True")
+    if engine == "builtin":
+        assert source["status"]["autoscaling"]["lag"] == 30
+        assert source["status"]["autoscaling"]["desiredReplicas"] == 3  # 30 messages at 10 per replica
+    else:
+        authentication = cluster.get(ns, "triggerauthentication.keda.sh/kafkasource-secured")
+        assert authentication is not None
+        assert {t["parameter"] for t in authentication["spec"]["secretTargetRef"]} == {"username", "password"}
+        scaled_object = cluster.get(ns, "scaledobject.keda.sh/kafkasource-secured")
+        assert scaled_object is not None
+        assert scaled_object["spec"]["triggers"][0]["metadata"]["sasl"] == "scram_sha512"
+        assert condition_of(scaled_object, "Ready")["status"] == "True"  # type: ignore[index]
 
 
 def test_a_bad_autoscaling_annotation_is_refused_or_else_reported_with_its_name(cluster: Cluster, ns: str) -> None:
