@@ -218,7 +218,7 @@ async def kafka_burst(cluster: Cluster, kafka: Kafka, ns: str, annotations: dict
     body["spec"]["bootstrapServers"] = [kafka.bootstrap]
     assert cluster.create(ns, body).returncode == 0
     replicas = Replicas(cluster.kube, ns, "kafkasource-frames", tmp_path)
-    reader = LagReader({"bootstrap_servers": [kafka.bootstrap]}, group, [topic], "earliest")
+    reader = LagReader(lambda: {"bootstrap_servers": [kafka.bootstrap]}, group, [topic], "earliest")
 
     async def send() -> int:
         return await produce(kafka, topic, [(3, STEADY_RATE), (BURST_SECONDS, 10 * STEADY_RATE), (3, STEADY_RATE)])

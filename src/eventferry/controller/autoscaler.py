@@ -51,7 +51,8 @@ def backlog_reader(source: Source, secrets: SecretLookup) -> tuple[Backlog, tupl
         group = source.effective_consumer_group()
         identity = (tuple(source.spec.bootstrap_servers), tuple(source.spec.topics), group,
                     source.spec.initial_offset, sasl, tls)
-        return LagReader(client_options(source.spec.bootstrap_servers, sasl, tls), group, source.spec.topics,
+        servers = source.spec.bootstrap_servers
+        return LagReader(lambda: client_options(servers, sasl, tls), group, source.spec.topics,
                          source.spec.initial_offset), identity
     spec = source.spec
     if spec.name_servers is None:

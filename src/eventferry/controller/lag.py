@@ -7,8 +7,9 @@ committed yet counts from where the adapter would start (``initialOffset``): all
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,8 +24,10 @@ CLIENT_ID = "eventferry-operator-autoscaler"
 class LagReader:
     """Keeps one metadata consumer (no group) and one admin client open between reads."""
 
-    def __init__(self, options: dict[str, Any], group: str, topics: Sequence[str], initial_offset: str) -> None:
+    def __init__(self, options: Callable[[], dict[str, Any]], group: str, topics: Sequence[str],
+                 initial_offset: str) -> None:
         self.options = options
+        """Makes the aiokafka connection options; called off the event loop (TLS material is loaded)."""
         self.group = group
         self.topics = tuple(topics)
         self.initial_offset = initial_offset
@@ -34,7 +37,8 @@ class LagReader:
     async def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
         if self._consumer is None or self._admin is None:
             await self.close()
-            common = {**self.options, "client_id": CLIENT_ID, "request_timeout_ms": TIMEOUT_MS}
+            options = await asyncio.to_thread(self.options)
+            common = {**options, "client_id": CLIENT_ID, "request_timeout_ms": TIMEOUT_MS}
             consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False, **common)
             admin = AIOKafkaAdminClient(**common)
             try:
