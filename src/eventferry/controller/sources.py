@@ -180,7 +180,11 @@ class SourceReconciler:
             path = resource_path(KEDA_API_VERSION, KEDA_PLURALS[obj["kind"]], source.namespace,
                                  obj["metadata"]["name"])
             try:
-                applied = await self.ctx.api.apply(path, obj)
+                # As for the Deployment: a pass that changes nothing writes nothing.
+                current = await self.ctx.api.get(path)
+                if current is None or not holds(current, obj):
+                    current = await self.ctx.api.apply(path, obj)
+                applied = current
             except ApiError as error:
                 if error.status == 404:
                     return ScaleReport(KEDA, problem=StatusProblem(
