@@ -30,7 +30,7 @@ from eventferry.controller.contracts import resolve
 from eventferry.controller.kube import ApiError, resource_path
 from eventferry.controller.status_writer import StatusWriter
 from eventferry.controller.views import slim
-from eventferry.kafka.connection import MappingSecrets, SecretLookup, secret_value
+from eventferry.kafka.connection import MappingSecrets, SecretLookup, security
 from eventferry.resources.adapter import (
     Source,
     adapter_deployment,
@@ -155,8 +155,12 @@ class SourceReconciler:
             problem = self.builtin.ensure(source, body, secrets)
             return ScaleReport(BUILTIN, problem=problem) if problem else self.builtin.report(uid)
         if isinstance(source, KafkaSource):
-            objects = [trigger_authentication(source), scaled_object(source, scaling, self._sasl_mechanism(
-                source, secrets))]
+            try:  # the one check of the SASL mechanism, as the adapter and the built-in engine read it
+                sasl, _ = security(source.spec.net, secrets)
+            except ValueError as error:
+                return ScaleReport(KEDA, problem=StatusProblem("InvalidCredentials", f"no KEDA trigger: {error}"))
+            objects = [trigger_authentication(source),
+                       scaled_object(source, scaling, sasl.mechanism if sasl else None)]
         elif self.ctx.config.backlog_url is None:
             return ScaleReport(KEDA, problem=StatusProblem(
                 "BacklogEndpointNotConfigured", "KEDA reads a RocketMQ group's backlog from the operator's "
@@ -165,13 +169,6 @@ class SourceReconciler:
             url = self.ctx.config.backlog_url.rstrip("/") + backlog_path(source.namespace, source.metadata.name)
             objects = [rocketmq_scaled_object(source, scaling, url)]
         return await self._apply_keda(source, deployment, [obj for obj in objects if obj is not None])
-
-    @staticmethod
-    def _sasl_mechanism(source: KafkaSource, secrets: SecretLookup) -> str | None:
-        net = source.spec.net
-        if net and net.sasl and net.sasl.enable:
-            return secret_value(secrets, net.sasl.type, "spec.net.sasl.type")
-        return None
 
     async def _apply_keda(self, source: Source, deployment: dict[str, Any],
                           objects: list[dict[str, Any]]) -> ScaleReport:
