@@ -1,4 +1,5 @@
-"""Autoscaling of a source's adapter from its backlog: the annotations, their defaults and validation.
+"""Autoscaling from a backlog: a source's adapter (from its queue's lag) and a Trigger's subscriber workload
+(from the Trigger's backlog in the broker): the annotations, their defaults and validation.
 
 Knative's interface with our prefix (Knative: ``autoscaling.eventing.knative.dev/*``), so a manifest
 ports by renaming the prefix; Knative's own prefix is read too, ours wins where both are set.
@@ -9,6 +10,11 @@ ports by renaming the prefix; Knative's own prefix is read too, ours wins where 
 - ``min-scale`` (0), ``max-scale`` (50), ``lag-threshold`` (100 messages per replica),
   ``activation-lag-threshold`` (0: any lag wakes a source at zero), ``polling-interval`` (10 s),
   ``cooldown-period`` (30 s: how long the lag must stay low before replicas are removed).
+
+A Trigger (``SubscriberScaling``): ``class`` (``builtin`` or ``disabled``), ``min-scale`` (0),
+``max-scale`` (50), ``target`` (10 events in flight per ready replica), ``scale-down-delay`` (30 s),
+``activation-timeout`` (600 s, Knative Serving's progress deadline) and ``workload``
+(``Deployment/<name>`` or ``StatefulSet/<name>``; default: the one whose pods the subscriber Service selects).
 """
 
 from __future__ import annotations
@@ -67,8 +73,10 @@ def annotation(name: str) -> str:
     return PREFIX + name
 
 
-def scaling_of(annotations: Mapping[str, str] | None) -> SourceScaling:
-    """The autoscaling the annotations ask for; ValueError naming the annotation when one is wrong."""
+def _read(annotations: Mapping[str, str] | None, classes: Mapping[str, ScalingClass],
+          numbers: Mapping[str, tuple[str, int, int]]) -> tuple[ScalingClass, dict[str, int], dict[str, str]]:
+    """The class, the numbers by field and the other values by annotation name (after the prefix);
+    ValueError naming the annotation when one is wrong. Ours wins over Knative's where both are set."""
     values = dict(annotations or {})
 
     def read(name: str) -> tuple[str, str] | None:
@@ -81,25 +89,87 @@ def scaling_of(annotations: Mapping[str, str] | None) -> SourceScaling:
     scaling_class = DISABLED
     if found is not None:
         key, value = found
-        if value not in CLASS_VALUES:
-            raise ValueError(f"metadata.annotations[{key}] must be one of keda, builtin or disabled, got {value!r}")
-        scaling_class = CLASS_VALUES[value]
-    numbers: dict[str, int] = {}
-    for name, (field, default, lowest) in NUMBERS.items():
+        if value not in classes:
+            raise ValueError(f"metadata.annotations[{key}] must be one of {_choices(classes)}, got {value!r}")
+        scaling_class = classes[value]
+    read_numbers: dict[str, int] = {}
+    for name, (field, default, lowest) in numbers.items():
         found = read(name)
         if found is None:
-            numbers[field] = default
+            read_numbers[field] = default
             continue
         key, value = found
         if not re.fullmatch(WHOLE_NUMBER, value) or not lowest <= int(value) <= HIGHEST:
             raise ValueError(f"metadata.annotations[{key}] must be a whole number from {lowest} to {HIGHEST}, "
                              f"got {value!r}")
-        numbers[field] = int(value)
-    if numbers["min_scale"] > numbers["max_scale"]:
+        read_numbers[field] = int(value)
+    if read_numbers["min_scale"] > read_numbers["max_scale"]:
         key = (read("min-scale") or (annotation("min-scale"), ""))[0]
-        raise ValueError(f"metadata.annotations[{key}] ({numbers['min_scale']}) must not exceed max-scale "
-                         f"({numbers['max_scale']})")
+        raise ValueError(f"metadata.annotations[{key}] ({read_numbers['min_scale']}) must not exceed max-scale "
+                         f"({read_numbers['max_scale']})")
+    others = {name: found[1] for name in ("workload",) if (found := read(name)) is not None}
+    return scaling_class, read_numbers, others
+
+
+def _choices(classes: Mapping[str, ScalingClass]) -> str:
+    names = list(dict.fromkeys(classes.values()))
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def scaling_of(annotations: Mapping[str, str] | None) -> SourceScaling:
+    """The autoscaling a source's annotations ask for; ValueError naming the annotation when one is wrong."""
+    scaling_class, numbers, _ = _read(annotations, CLASS_VALUES, NUMBERS)
     return SourceScaling(scaling_class=scaling_class, **numbers)
+
+
+# --- a Trigger's subscriber (beyond Knative: its workload scales with the Trigger's backlog) ------------------
+
+SUBSCRIBER_CLASS_VALUES: dict[str, ScalingClass] = {"builtin": BUILTIN, "disabled": DISABLED}
+SUBSCRIBER_NUMBERS: dict[str, tuple[str, int, int]] = {
+    "min-scale": ("min_scale", 0, 0),
+    "max-scale": ("max_scale", 50, 1),
+    "target": ("target", 10, 1),
+    "scale-down-delay": ("scale_down_delay", 30, 0),
+    "activation-timeout": ("activation_timeout", 600, 1),
+}
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
+WORKLOAD_PATTERN = "^(Deployment|StatefulSet)/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+@dataclass(frozen=True)
+class SubscriberScaling:
+    """How a Trigger's subscriber workload scales with the Trigger's backlog (``subscriber_scaling_of``)."""
+
+    scaling_class: ScalingClass = DISABLED
+    min_scale: int = SUBSCRIBER_NUMBERS["min-scale"][1]
+    max_scale: int = SUBSCRIBER_NUMBERS["max-scale"][1]
+    target: int = SUBSCRIBER_NUMBERS["target"][1]
+    """Events in flight per ready replica: the broker sends no more, and the backlog asks for replicas by it."""
+    scale_down_delay: int = SUBSCRIBER_NUMBERS["scale-down-delay"][1]
+    """Seconds the backlog must stay lower before replicas are removed (to zero, or to what it needs)."""
+    activation_timeout: int = SUBSCRIBER_NUMBERS["activation-timeout"][1]
+    """Seconds a subscriber woken from zero may take to have a ready endpoint; past it the broker stops
+    holding its events (they take the normal retry and dead-letter path) and the Trigger says why."""
+    workload: tuple[str, str] | None = None
+    """(kind, name) named by the ``workload`` annotation; None: the workload whose pods the Service selects."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.scaling_class != DISABLED
+
+
+def subscriber_scaling_of(annotations: Mapping[str, str] | None) -> SubscriberScaling:
+    """What a Trigger's annotations ask of its subscriber's scale; ValueError naming the annotation when wrong."""
+    scaling_class, numbers, others = _read(annotations, SUBSCRIBER_CLASS_VALUES, SUBSCRIBER_NUMBERS)
+    workload = None
+    if "workload" in others:
+        value = others["workload"]
+        if not re.fullmatch(WORKLOAD_PATTERN, value):
+            raise ValueError(f"metadata.annotations[{PREFIX}workload] must be Deployment/<name> or "
+                             f"StatefulSet/<name>, got {value!r}")
+        kind, name = value.split("/", 1)
+        workload = (kind, name)
+    return SubscriberScaling(scaling_class=scaling_class, workload=workload, **numbers)
 
 
 # --- the same rules for the API server (a ValidatingAdmissionPolicy: CRD rules cannot read annotations) -------
@@ -109,9 +179,11 @@ def _variable(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def admission_rules() -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
-    """(variables, validations) of a ValidatingAdmissionPolicy that refuses what ``scaling_of`` refuses,
-    naming the annotation; the value read as ``scaling_of`` reads it (ours, else Knative's, else the default)."""
+def admission_rules(kind: str = "source") -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """(variables, validations) of a ValidatingAdmissionPolicy that refuses what ``scaling_of`` (``kind``
+    "source") or ``subscriber_scaling_of`` ("trigger") refuses, naming the annotation; the value read as they
+    read it (ours, else Knative's, else the default)."""
+    classes, numbers = (CLASS_VALUES, NUMBERS) if kind == "source" else (SUBSCRIBER_CLASS_VALUES, SUBSCRIBER_NUMBERS)
     variables = [{"name": "annotations", "expression": "object.metadata.?annotations.orValue({})"}]
 
     def value(name: str, default: str) -> str:
@@ -120,11 +192,11 @@ def admission_rules() -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
 
     variables.append({"name": "scalingClass", "expression": value("class", DISABLED)})
     validations: list[dict[str, Any]] = [{
-        "expression": f"variables.scalingClass in {sorted(CLASS_VALUES)!r}".replace('"', "'"),
-        "messageExpression": f"'metadata.annotations[{PREFIX}class] must be one of keda, builtin or disabled, "
+        "expression": f"variables.scalingClass in {sorted(classes)!r}".replace('"', "'"),
+        "messageExpression": f"'metadata.annotations[{PREFIX}class] must be one of {_choices(classes)}, "
                              "got ' + variables.scalingClass",
         "reason": "Invalid"}]
-    for name, (_, default, lowest) in NUMBERS.items():
+    for name, (_, default, lowest) in numbers.items():
         variable = f"variables.{_variable(name)}"
         variables.append({"name": _variable(name), "expression": value(name, str(default))})
         validations.append({
@@ -140,4 +212,11 @@ def admission_rules() -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
         "messageExpression": f"'metadata.annotations[{PREFIX}min-scale] (' + {low} + ') must not exceed "
                              f"max-scale (' + {high} + ')'",
         "reason": "Invalid"})
+    if kind == "trigger":
+        variables.append({"name": "workload", "expression": value("workload", "Deployment/unset")})
+        validations.append({
+            "expression": f"variables.workload.matches('{WORKLOAD_PATTERN}')",
+            "messageExpression": f"'metadata.annotations[{PREFIX}workload] must be Deployment/<name> or "
+                                 "StatefulSet/<name>, got ' + variables.workload",
+            "reason": "Invalid"})
     return variables, validations

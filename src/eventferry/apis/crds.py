@@ -58,6 +58,10 @@ KINDS = (
     _Kind(Trigger, PLURALS["Trigger"], ["eftrigger"], [
         {"name": "Broker", "type": "string", "jsonPath": ".spec.broker"},
         {"name": "Subscriber_URI", "type": "string", "jsonPath": ".status.subscriberUri"},
+        # -o wide: the subscriber's scale, while the Trigger scales it
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.subscriberScale.readyReplicas", "priority": 1},
+        {"name": "Wanted", "type": "integer", "jsonPath": ".status.subscriberScale.desiredReplicas", "priority": 1},
+        {"name": "Held", "type": "integer", "jsonPath": ".status.subscriberScale.heldEvents", "priority": 1},
         _AGE, *_READY_COLUMNS]),
     _Kind(KafkaSource, PLURALS["KafkaSource"], ["efkafkasource"], [
         {"name": "Topics", "type": "string", "jsonPath": ".spec.topics", "priority": 1},
@@ -75,7 +79,7 @@ def custom_resource_definitions() -> list[dict[str, Any]]:
 
 def admission_policies() -> list[dict[str, Any]]:
     """The ValidatingAdmissionPolicies (and their bindings) for what CRD rules cannot see, annotations:
-    a Broker's class stays as it was, and a source's autoscaling annotations are valid."""
+    a Broker's class stays as it was, and the autoscaling annotations of sources and Triggers are valid."""
     broker_class = _policy(
         f"broker-class-immutable.{GROUP}", ["UPDATE"], [PLURALS["Broker"]],
         variables=[
@@ -95,7 +99,10 @@ def admission_policies() -> list[dict[str, Any]]:
     variables, validations = admission_rules()
     source_autoscaling = _policy(f"source-autoscaling.{GROUP}", ["CREATE", "UPDATE"],
                                  [PLURALS["KafkaSource"], PLURALS["RocketMQSource"]], variables, validations)
-    return [*broker_class, *source_autoscaling]
+    variables, validations = admission_rules("trigger")
+    subscriber_autoscaling = _policy(f"trigger-autoscaling.{GROUP}", ["CREATE", "UPDATE"], [PLURALS["Trigger"]],
+                                     variables, validations)
+    return [*broker_class, *source_autoscaling, *subscriber_autoscaling]
 
 
 def _policy(name: str, operations: list[str], resources: list[str], variables: list[dict[str, str]],

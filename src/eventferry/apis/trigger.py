@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from eventferry.apis.autoscaling import SubscriberScaling, subscriber_scaling_of
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import Destination
 from eventferry.apis.meta import ApiModel, Resource, Status, cel
@@ -149,8 +150,24 @@ class TriggerSpec(ApiModel):
     """Beyond Knative: caps on the concurrency and rate of deliveries to the subscriber."""
 
 
+class SubscriberScaleStatus(ApiModel):
+    """Beyond Knative: the scale of the subscriber's workload, set while the Trigger's autoscaling class is."""
+
+    workload: str | None = None
+    """The workload scaled, as Kind/name."""
+    desired_replicas: int | None = None
+    """Replicas wanted by the backlog of every Trigger to that workload."""
+    ready_replicas: int | None = None
+    """Ready endpoints of the subscriber Service."""
+    held_events: int | None = None
+    """This Trigger's events the broker holds for the subscriber (waiting, parked for a retry)."""
+    message: str | None = None
+    """Why: the backlog against the target, or what keeps it from scaling."""
+
+
 class TriggerStatus(Status):
-    """Observed state: Ready, BrokerReady, SubscriberResolved and DeadLetterSinkResolved conditions."""
+    """Observed state: Ready, BrokerReady, SubscriberResolved and DeadLetterSinkResolved conditions (and
+    SubscriberScaled while autoscaled)."""
 
     subscriber_uri: str | None = None
     """The resolved URL of spec.subscriber."""
@@ -159,6 +176,7 @@ class TriggerStatus(Status):
     dead_letter_sink_uri: str | None = None
     dead_letter_sink_ca_certs: str | None = Field(default=None, alias="deadLetterSinkCACerts")
     dead_letter_sink_audience: str | None = None
+    subscriber_scale: SubscriberScaleStatus | None = None
 
 
 class Trigger(Resource):
@@ -176,7 +194,13 @@ class Trigger(Resource):
             raise ValueError(
                 f"metadata.annotations[{DELIVERY_ORDER_ANNOTATION}] must be {ORDERED!r} or {UNORDERED!r}, got {order!r}"
             )
+        subscriber_scaling_of(self.metadata.annotations)
         return self
+
+    @property
+    def scaling(self) -> SubscriberScaling:
+        """How the subscriber's workload scales with this Trigger's backlog (disabled by default)."""
+        return subscriber_scaling_of(self.metadata.annotations)
 
     @property
     def delivery_order(self) -> Ordering:

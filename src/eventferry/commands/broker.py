@@ -80,6 +80,7 @@ def _namespaced_name(text: str) -> tuple[str, str]:
 
 
 async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyncio.Event) -> None:
+    from eventferry.dataplane.activation import BacklogReporter, SubscriberEndpointsFollower
     from eventferry.dataplane.contract_configmap import ConfigMapClient, ConfigMapContract
     from eventferry.net.kubeconn import ApiConnection
     from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP
@@ -89,8 +90,11 @@ async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyn
     follower = ConfigMapContract(client, dataplane, namespace, name,
                                  status_name=args.status_configmap or DATAPLANE_STATUS_CONFIGMAP,
                                  report_interval=args.report_interval)
+    # Autoscaled subscribers: their endpoints, as the operator says, and their Triggers' backlogs, to it.
+    endpoints = SubscriberEndpointsFollower(client, dataplane, namespace)
+    reporter = BacklogReporter(client, dataplane, namespace, follower.replica)
     print(f"following ConfigMap {namespace}/{name}; reporting as {follower.replica}", flush=True)
     try:
-        await follower.run(stop)
+        await asyncio.gather(follower.run(stop), endpoints.run(stop), reporter.run(stop))
     finally:
         await client.close()

@@ -57,7 +57,9 @@ class Compiled:
 
 def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], resolver: Resolver, *,
                      generation: int, config_maps: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
-                     default_kafka_bootstrap: list[str] | None = None) -> Compiled:
+                     default_kafka_bootstrap: list[str] | None = None, autoscaling: bool = True) -> Compiled:
+    """``autoscaling``: whether a Trigger may scale its subscriber's workload (the operator); ``eventferry run``
+    has no workloads, so its Triggers deliver as if they did not ask for it."""
     config_maps = config_maps or {}
     problems: list[CompileProblem] = []
     routable: dict[tuple[str, str], Broker] = {}
@@ -80,7 +82,7 @@ def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], res
                                     f"Broker {ns}/{trigger.spec.broker} does not exist or is not ready"))
             continue
         try:
-            routes[(ns, trigger.spec.broker)].append(_compile_trigger(trigger, target, ns, resolver))
+            routes[(ns, trigger.spec.broker)].append(_compile_trigger(trigger, target, ns, resolver, autoscaling))
         except Unresolvable as error:
             problems.append(CompileProblem("Trigger", ns, name, error.reason, str(error)))
         except CESQLParseError as error:
@@ -129,7 +131,8 @@ def _kafka_settings(broker: Broker, namespace: str, config_maps: Mapping[tuple[s
                                partitions=partitions, replication_factor=replication)
 
 
-def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver: Resolver) -> model.Trigger:
+def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver: Resolver,
+                     autoscaling: bool) -> model.Trigger:
     spec = trigger.spec
     filters = list(spec.filters or [])
     for item in filters:
@@ -143,7 +146,18 @@ def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver:
         delivery=effective_delivery(spec.delivery, broker.spec.delivery, resolver, namespace),
         ordering=trigger.delivery_order,
         pacing=effective_pacing(spec.pacing),
+        autoscaled=autoscaled(trigger) if autoscaling else None,
     )
+
+
+def autoscaled(trigger: Trigger) -> model.Autoscaled | None:
+    """A Trigger scales its subscriber when it asks to and its subscriber is a Service (whose endpoints say
+    when the subscriber is ready); the operator reports on the Trigger why one that asks cannot."""
+    scaling = trigger.scaling
+    ref = trigger.spec.subscriber.ref
+    if not scaling.enabled or ref is None or ref.kind != "Service" or (ref.api_version or "v1") != "v1":
+        return None
+    return model.Autoscaled(target=scaling.target)
 
 
 def effective_pacing(pacing: PacingSpec | None) -> model.Pacing | None:

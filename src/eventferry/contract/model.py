@@ -47,6 +47,14 @@ class Pacing(_Model):
     burst: int = Field(default=1, ge=1)
 
 
+class Autoscaled(_Model):
+    """The Trigger scales its subscriber's workload (``docs/autoscaling.md``). The data plane then holds its
+    events while the subscriber has no ready endpoint (``activation.SubscriberEndpoints``), sends at most
+    ``target`` of them in flight per ready endpoint, and reports the Trigger's backlog."""
+
+    target: int = Field(ge=1, description="events in flight per ready endpoint")
+
+
 class Trigger(_Model):
     namespace: str
     name: str
@@ -59,10 +67,17 @@ class Trigger(_Model):
     delivery: Delivery = Field(default_factory=Delivery)
     ordering: Literal["unordered", "ordered"] = "unordered"
     pacing: Pacing | None = None
+    autoscaled: Autoscaled | None = None
 
     @property
     def key(self) -> str:
         return object_key(self.namespace, self.name)
+
+    @property
+    def own_group(self) -> bool:
+        """Kafka class: the Trigger reads with a consumer group of its own, so that its events wait in the log
+        (its group's lag) and hold back no other Trigger: ordered, paced and autoscaled Triggers."""
+        return self.ordering == "ordered" or self.pacing is not None or self.autoscaled is not None
 
 
 class KafkaSettings(_Model):

@@ -115,41 +115,23 @@ def replica_name() -> str:
     return os.environ.get("POD_NAME") or socket.gethostname()
 
 
-class ConfigMapContract:
-    """Loads the contract from a ConfigMap, follows it with a watch, and reports the loaded generation."""
+class FollowedConfigMap:
+    """One ConfigMap read through the API: listed, then watched, again after any error (with a backoff);
+    each version that arrives goes to ``_offer``."""
 
-    def __init__(self, client: ConfigMapClient, dataplane: DataPlane, namespace: str, name: str, *,
-                 replica: str | None = None, status_name: str = DATAPLANE_STATUS_CONFIGMAP,
-                 report_interval: float = 10.0, retry_interval: float = 2.0,
+    def __init__(self, client: ConfigMapClient, namespace: str, name: str, *, retry_interval: float = 2.0,
                  watch_seconds: int = WATCH_SECONDS) -> None:
         self.client = client
-        self.dataplane = dataplane
         self.namespace = namespace
         self.name = name
-        self.replica = replica or replica_name()
-        self.status_name = status_name
-        self.report_interval = report_interval
         self.retry_interval = retry_interval
         self.watch_seconds = watch_seconds
-        self._desired: Contract | None = None
-        self._changed = asyncio.Event()
-        self._report_now = asyncio.Event()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        tasks = [asyncio.create_task(self._follow(stop), name="contract watch"),
-                 asyncio.create_task(self._apply_loop(stop), name="contract apply"),
-                 asyncio.create_task(self._report_loop(stop), name="contract report")]
-        try:
-            await stop.wait()
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await self._withdraw()
+    def _offer(self, config_map: dict[str, Any]) -> None:
+        raise NotImplementedError
 
-    # --- reading ---------------------------------------------------------------------------------------
+    def _missing(self) -> None:
+        """The ConfigMap does not exist (yet): what was loaded stays."""
 
     async def _follow(self, stop: asyncio.Event) -> None:
         backoff = self.retry_interval
@@ -175,8 +157,7 @@ class ConfigMapContract:
         if items:
             self._offer(items[0])
         else:
-            log.warning("ConfigMap %s/%s does not exist yet: waiting for the operator to write it", self.namespace,
-                        self.name)
+            self._missing()
         return str(listed["metadata"]["resourceVersion"])
 
     async def _watch(self, version: str) -> str | None:
@@ -192,8 +173,43 @@ class ConfigMapContract:
                 if kind in ("ADDED", "MODIFIED"):
                     self._offer(obj)
                 elif kind == "DELETED":
-                    log.warning("ConfigMap %s/%s was deleted: keeping the loaded contract", self.namespace, self.name)
+                    log.warning("ConfigMap %s/%s was deleted: keeping what was loaded", self.namespace, self.name)
         return version
+
+
+class ConfigMapContract(FollowedConfigMap):
+    """Loads the contract from a ConfigMap, follows it with a watch, and reports the loaded generation."""
+
+    def __init__(self, client: ConfigMapClient, dataplane: DataPlane, namespace: str, name: str, *,
+                 replica: str | None = None, status_name: str = DATAPLANE_STATUS_CONFIGMAP,
+                 report_interval: float = 10.0, retry_interval: float = 2.0,
+                 watch_seconds: int = WATCH_SECONDS) -> None:
+        super().__init__(client, namespace, name, retry_interval=retry_interval, watch_seconds=watch_seconds)
+        self.dataplane = dataplane
+        self.replica = replica or replica_name()
+        self.status_name = status_name
+        self.report_interval = report_interval
+        self._desired: Contract | None = None
+        self._changed = asyncio.Event()
+        self._report_now = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(self._follow(stop), name="contract watch"),
+                 asyncio.create_task(self._apply_loop(stop), name="contract apply"),
+                 asyncio.create_task(self._report_loop(stop), name="contract report")]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self._withdraw()
+
+    def _missing(self) -> None:
+        log.warning("ConfigMap %s/%s does not exist yet: waiting for the operator to write it", self.namespace,
+                    self.name)
 
     def _offer(self, config_map: dict[str, Any]) -> None:
         try:

@@ -14,8 +14,10 @@ from typing import Literal, Protocol
 
 from eventferry.apis.meta import object_key
 from eventferry.contract import model
+from eventferry.contract.activation import SubscriberEndpoints, TriggerBacklog
 from eventferry.dataplane.memory import InMemoryBroker, MemoryLimits
 from eventferry.dataplane.metrics import DEFAULT_MAX_EVENT_TYPES, BrokerMetrics
+from eventferry.dataplane.trigger_delivery import TriggerDelivery
 from eventferry.delivery import Sender
 from eventferry.events import CloudEvent
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 class BrokerRuntime(Protocol):
     spec: model.Broker
+    trigger_delivery: TriggerDelivery
 
     def update(self, spec: model.Broker) -> None: ...
     async def ingest(self, events: list[CloudEvent]) -> None: ...
@@ -31,6 +34,7 @@ class BrokerRuntime(Protocol):
     def ready(self) -> bool: ...
     async def drain(self, timeout: float) -> bool: ...
     async def stop(self) -> None: ...
+    async def backlogs(self) -> dict[str, TriggerBacklog]: ...
 
 
 @dataclass
@@ -64,6 +68,8 @@ class DataPlane:
         self.contract = model.Contract()
         self.brokers: dict[str, BrokerRuntime] = {}
         self.loaded = False
+        self.endpoints: dict[str, SubscriberEndpoints] = {}
+        """The autoscaled subscribers' endpoints, as the operator last said (``contract.activation``)."""
 
     def broker(self, namespace: str, name: str) -> BrokerRuntime | None:
         return self.brokers.get(object_key(namespace, name))
@@ -84,6 +90,7 @@ class DataPlane:
             if current is not None:
                 await current.stop()
             runtime = self._make(spec)
+            runtime.trigger_delivery.set_endpoints(self.endpoints)
             # Known while it starts: its ingress answers 503 (retry) until it can store, never 404.
             self.brokers[key] = runtime
             await runtime.start()
@@ -100,6 +107,28 @@ class DataPlane:
             return KafkaBroker(spec, self.sender, self.metrics, self.settings.kafka_bootstrap_servers,
                                consume=self.settings.role != "ingress", instance_id=self.settings.instance_id)
         return InMemoryBroker(spec, self.sender, self.metrics, self.settings.memory)
+
+    def set_endpoints(self, endpoints: dict[str, SubscriberEndpoints]) -> None:
+        self.endpoints = endpoints
+        for runtime in self.brokers.values():
+            runtime.trigger_delivery.set_endpoints(endpoints)
+
+    def autoscaled(self) -> bool:
+        return any(trigger.autoscaled is not None for broker in self.contract.brokers for trigger in broker.triggers)
+
+    def held(self) -> set[str]:
+        """Autoscaled Triggers whose events wait while their subscriber has no ready endpoint (cheap: in memory)."""
+        found: set[str] = set()
+        for runtime in list(self.brokers.values()):
+            found |= runtime.trigger_delivery.held()
+        return found
+
+    async def backlogs(self) -> dict[str, TriggerBacklog]:
+        """What this replica holds for each autoscaled Trigger."""
+        found: dict[str, TriggerBacklog] = {}
+        for runtime in list(self.brokers.values()):
+            found.update(await runtime.backlogs())
+        return found
 
     def ready(self) -> bool:
         return self.loaded and all(runtime.ready() for runtime in self.brokers.values())

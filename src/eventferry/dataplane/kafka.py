@@ -11,8 +11,9 @@
 - An event whose dead-letter delivery fails is parked again, never committed as done: retried, not lost.
 - Ordered Triggers keep a consumer group of their own and deliver one record at a time per
   partition, retrying in place, as ordering needs.
-- Paced Triggers (``spec.pacing``) keep a consumer group of their own too, so that events waiting for
-  their pace wait in the log (the group's lag) and hold back no other Trigger. Its in-flight records
+- Paced Triggers (``spec.pacing``) and autoscaled ones (held while their subscriber has no ready endpoint)
+  keep a consumer group of their own too, so that events waiting for their pace or their subscriber wait
+  in the log (the group's lag), durably, and hold back no other Trigger. Its in-flight records
   are few (``paced_in_flight``); the rest stays in Kafka. A Trigger that becomes paced starts its group
   where the shared group has committed, and leaves the shared group only once its own group has its
   partitions: some events may come twice, none is skipped.
@@ -22,6 +23,7 @@ See docs/kafka-broker.md.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -34,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from eventferry.contract import model
+from eventferry.contract.activation import TriggerBacklog
 from eventferry.contract.kafka_names import broker_topic, group_prefix, retry_topic, retry_topic_pattern, topic_safe
 from eventferry.dataplane.admission import Unavailable
 from eventferry.dataplane.filters import TriggerIndex
@@ -93,6 +96,7 @@ class KafkaBroker:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._known_topics: set[str] = set()
         self._background: set[asyncio.Future[None]] = set()
+        self._parked: collections.Counter[str] = collections.Counter()  # retry records waiting until due, by Trigger
         self._started = False
         self._apply_triggers(spec)
 
@@ -209,7 +213,7 @@ class KafkaBroker:
         """Ordered and paced Triggers each run a consumer group of their own (see the module's docstring)."""
         wanted = {f"ordered:{key}": t for key, t in self._triggers.items() if t.spec.ordering == "ordered"}
         paced = {f"paced:{key}": t for key, t in self._triggers.items()
-                 if t.spec.ordering == "unordered" and t.spec.pacing is not None}
+                 if t.spec.ordering == "unordered" and t.spec.own_group}
         for key in [k for k in self._loops if k.startswith(("ordered:", "paced:")) and k not in wanted | paced]:
             stopping = asyncio.ensure_future(self._stop_loop(key))
             self._background.add(stopping)
@@ -242,7 +246,7 @@ class KafkaBroker:
 
     def _paced_by_own_group(self, trigger: CompiledTrigger) -> bool:
         """True once the Trigger's own group has its partitions: until then the shared group delivers to it."""
-        if trigger.spec.pacing is None or trigger.spec.ordering != "unordered":
+        if trigger.spec.ordering != "unordered" or not trigger.spec.own_group:
             return False
         entry = self._loops.get(f"paced:{trigger.spec.key}")
         return entry is not None and entry[0].assigned.is_set()
@@ -348,7 +352,11 @@ class KafkaBroker:
         attempts = int(meta.get(H_ATTEMPTS, "1"))
         wait = int(meta.get(H_NOT_BEFORE, "0")) / 1000 - time.time()
         if wait > 0:
-            await asyncio.sleep(wait)
+            self._parked[trigger.key] += 1
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                self._parked[trigger.key] -= 1
         stage: Stage = "dead-letter" if meta.get(H_STAGE) == "dead-letter" else "subscriber"
         await self._advance(trigger, event, stage, attempts)
 
@@ -376,6 +384,35 @@ class KafkaBroker:
             self.trigger_delivery.record(compiled.spec, event, result.outcome.value, result.last.status)
 
         return handle
+
+    # --- backlog of autoscaled Triggers ----------------------------------------------------------------
+
+    async def backlogs(self) -> dict[str, TriggerBacklog]:
+        """The backlog of each autoscaled Trigger: in memory, parked for a retry, and unread in the log by its
+        own group on the partitions this replica has (one ListOffsets request per Trigger)."""
+        found = {}
+        for trigger in self.trigger_delivery.autoscaled():
+            unread = 0
+            entry = self._loops.get(f"{'ordered' if trigger.ordering == 'ordered' else 'paced'}:{trigger.key}")
+            consumer = entry[0].consumer if entry is not None else None
+            if consumer is not None:
+                with contextlib.suppress(KafkaError, AssertionError, OSError, TimeoutError):
+                    unread = await asyncio.wait_for(self._unread(consumer), 5)
+            found[trigger.key] = self.trigger_delivery.backlog(trigger, parked=max(0, self._parked[trigger.key]),
+                                                               unread=unread)
+        return found
+
+    @staticmethod
+    async def _unread(consumer: AIOKafkaConsumer) -> int:
+        partitions = list(consumer.assignment())
+        if not partitions:
+            return 0
+        ends = await consumer.end_offsets(partitions)
+        unread = 0
+        for partition in partitions:
+            with contextlib.suppress(Exception):  # a partition revoked meanwhile has no position
+                unread += max(0, ends[partition] - await consumer.position(partition))
+        return unread
 
     # --- topics ---------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from eventferry.contract import model
+from eventferry.contract.activation import TriggerBacklog
 from eventferry.dataplane.admission import Overloaded
 from eventferry.dataplane.filters import TriggerIndex
 from eventferry.dataplane.metrics import BrokerMetrics
@@ -134,6 +135,18 @@ class InMemoryBroker:
 
     def pending(self) -> int:
         return self._pending
+
+    async def backlogs(self) -> dict[str, TriggerBacklog]:
+        """The backlog of each autoscaled Trigger; a delivery that is neither waiting nor attempting sleeps
+        before a retry: parked."""
+        found = {}
+        for trigger in self.trigger_delivery.autoscaled():
+            queue = self._queues.get(trigger.key)
+            pacer = self.trigger_delivery.pacers.get(trigger.key)
+            attempting = (pacer.waiting + pacer.in_flight) if pacer is not None else 0
+            parked = max(0, (queue.in_flight if queue is not None else 0) - attempting)
+            found[trigger.key] = self.trigger_delivery.backlog(trigger, parked=parked)
+        return found
 
     async def start(self) -> None:
         return None

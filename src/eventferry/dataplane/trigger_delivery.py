@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from eventferry.contract import model
+from eventferry.contract.activation import SubscriberEndpoints, TriggerBacklog
 from eventferry.dataplane.admission import (
     ARRIVAL_ATTRIBUTE,
     DEFAULT_TTL,
@@ -26,7 +27,7 @@ from eventferry.dataplane.filters import Predicate, compile_attributes, compile_
 from eventferry.dataplane.metrics import BrokerMetrics
 from eventferry.delivery import Outcome, Result, Sender, deliver
 from eventferry.delivery.deliver import ReplyHandler, ReplyRejected, attempt_once
-from eventferry.delivery.pacing import Pacer
+from eventferry.delivery.pacing import Gate, Pacer
 from eventferry.delivery.sender import Attempt
 from eventferry.delivery.steps import Exhausted, Stage
 from eventferry.events import CloudEvent
@@ -55,6 +56,14 @@ def _nothing_queued(trigger_key: str) -> tuple[int, float]:
     return 0, 0.0
 
 
+def gate_of(trigger: model.Trigger, endpoints: SubscriberEndpoints | None) -> Gate | None:
+    """How an autoscaled Trigger's attempts are gated by its subscriber's endpoints: closed until the operator
+    said how many are ready (a replica that just started holds), none once the operator released the hold."""
+    if trigger.autoscaled is None or (endpoints is not None and endpoints.released):
+        return None
+    return Gate(endpoints.ready if endpoints is not None else 0, trigger.autoscaled.target)
+
+
 class TriggerDelivery:
     def __init__(self, broker: model.Broker, sender: Sender, metrics: BrokerMetrics, reingest: Reingest,
                  queued: Queued = _nothing_queued) -> None:
@@ -64,6 +73,7 @@ class TriggerDelivery:
         self.reingest = reingest
         self.queued = queued
         self.pacers: dict[str, Pacer] = {}
+        self.endpoints: Mapping[str, SubscriberEndpoints] = {}
         self.update(broker)
 
     def update(self, broker: model.Broker) -> None:
@@ -80,10 +90,43 @@ class TriggerDelivery:
         for key, trigger in wanted.items():
             pacer = self.pacers.get(key)
             if pacer is None:
-                pacer = self.pacers[key] = Pacer(trigger.pacing)
+                pacer = self.pacers[key] = Pacer(trigger.pacing, gate_of(trigger, self.endpoints.get(key)))
                 self._export(key, trigger.name, pacer)
-            elif pacer.pacing != trigger.pacing:
+                continue
+            if pacer.pacing != trigger.pacing:
                 pacer.update(trigger.pacing)
+            pacer.set_gate(gate_of(trigger, self.endpoints.get(key)))
+
+    def set_endpoints(self, endpoints: Mapping[str, SubscriberEndpoints]) -> None:
+        """The operator's word on the autoscaled subscribers' endpoints: held events go as soon as one is ready."""
+        self.endpoints = endpoints
+        for trigger in self.broker.triggers:
+            pacer = self.pacers.get(trigger.key)
+            if pacer is not None:
+                pacer.set_gate(gate_of(trigger, endpoints.get(trigger.key)))
+
+    def autoscaled(self) -> list[model.Trigger]:
+        return [trigger for trigger in self.broker.triggers if trigger.autoscaled is not None]
+
+    def held(self) -> set[str]:
+        """The autoscaled Triggers with events waiting while their subscriber has no ready endpoint."""
+        found = set()
+        for trigger in self.autoscaled():
+            pacer = self.pacers.get(trigger.key)
+            if pacer is not None and pacer.gate is not None and pacer.gate.closed \
+                    and (pacer.waiting or self.queued(trigger.key)[0]):
+                found.add(trigger.key)
+        return found
+
+    def backlog(self, trigger: model.Trigger, parked: int = 0, unread: int = 0) -> TriggerBacklog:
+        """What this process holds for a Trigger: queued or waiting for its pace or its subscriber, in flight,
+        and what the broker class adds (``parked`` for a retry, ``unread`` in the log)."""
+        pacer = self.pacers.get(trigger.key)
+        queued, age = self.queued(trigger.key)
+        if pacer is None:
+            return TriggerBacklog(waiting=queued + unread, parked=parked, oldest=age)
+        return TriggerBacklog(waiting=queued + pacer.waiting + unread, parked=parked, in_flight=pacer.in_flight,
+                              oldest=max(age, pacer.oldest_wait()))
 
     def _export(self, key: str, name: str, pacer: Pacer) -> None:
         labels = (self.broker.namespace, self.broker.name, name)
@@ -93,7 +136,8 @@ class TriggerDelivery:
         self.metrics.trigger_in_flight.labels(*labels).set_function(lambda: pacer.in_flight)
 
     def pacer(self, trigger: model.Trigger) -> Pacer | None:
-        return self.pacers.get(trigger.key) if trigger.pacing is not None else None
+        limited = trigger.pacing is not None or trigger.autoscaled is not None
+        return self.pacers.get(trigger.key) if limited else None
 
     async def deliver(self, trigger: model.Trigger, event: CloudEvent, *, exhausted: Exhausted = "drop") -> Result:
         """A whole delivery in process: attempts, retries and the dead-letter sink as ``next_step`` decides."""

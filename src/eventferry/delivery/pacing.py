@@ -2,6 +2,9 @@
 second (a token bucket holding up to ``burst``). An event over the pace waits before its attempt (``Hold``);
 waiting spends no retry, and a retry is an attempt like any other, so the subscriber never sees more.
 
+An autoscaled Trigger's subscriber adds a ``Gate``: no attempt while it has no ready endpoint (its workload
+is at zero or starting: the events are held, not failed), then at most ``per_replica`` in flight per ready one.
+
 ``decide`` is the pure part (the clock is passed in); ``Pacer`` waits on it, first come first served.
 """
 
@@ -12,6 +15,7 @@ import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from eventferry.contract.model import Pacing
 from eventferry.delivery.steps import Hold
@@ -33,9 +37,25 @@ class TokenBucket:
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
 
 
-def decide(pacing: Pacing, in_flight: int, bucket: TokenBucket | None, now: float) -> Hold | None:
+@dataclass(frozen=True)
+class Gate:
+    """An autoscaled Trigger's subscriber as the broker sees it: its ready endpoints, and the attempts each
+    may have in flight (the Trigger's target)."""
+
+    ready: int
+    per_replica: int
+
+    @property
+    def closed(self) -> bool:
+        return self.ready == 0
+
+
+def decide(pacing: Pacing | None, in_flight: int, bucket: TokenBucket | None, now: float,
+           gate: Gate | None = None) -> Hold | None:
     """None: attempt now (the caller then takes the slot and the token); else how long to hold."""
-    if pacing.max_concurrency is not None and in_flight >= pacing.max_concurrency:
+    if gate is not None and in_flight >= gate.ready * gate.per_replica:
+        return Hold(None)  # closed (no ready endpoint), or each ready one has its share
+    if pacing is not None and pacing.max_concurrency is not None and in_flight >= pacing.max_concurrency:
         return Hold(None)
     if bucket is not None:
         wait = bucket.wait(now)
@@ -47,8 +67,9 @@ def decide(pacing: Pacing, in_flight: int, bucket: TokenBucket | None, now: floa
 class Pacer:
     """One Trigger's pace, shared by every path that makes an attempt to its subscriber."""
 
-    def __init__(self, pacing: Pacing | None) -> None:
+    def __init__(self, pacing: Pacing | None, gate: Gate | None = None) -> None:
         self.pacing = pacing
+        self.gate = gate
         self.in_flight = 0
         self._bucket: TokenBucket | None = None
         self._waiting: collections.OrderedDict[int, float] = collections.OrderedDict()  # ticket -> since
@@ -70,6 +91,16 @@ class Pacer:
             self._bucket.tokens = min(self._bucket.tokens, float(pacing.burst))
         self._wake()
 
+    def set_gate(self, gate: Gate | None) -> None:
+        """The subscriber's endpoints changed (None: not gated); the events waiting now see it at once."""
+        if gate != self.gate:
+            self.gate = gate
+            self._wake()
+
+    @property
+    def limited(self) -> bool:
+        return self.pacing is not None or self.gate is not None
+
     @property
     def waiting(self) -> int:
         return len(self._waiting)
@@ -84,17 +115,17 @@ class Pacer:
     @contextlib.asynccontextmanager
     async def attempt(self) -> AsyncIterator[None]:
         """Holds until the pace allows one more attempt, then counts it in flight while it runs."""
-        if self.pacing is None:
+        if not self.limited:
             yield
             return
         self._tickets += 1
         ticket = self._tickets
         self._waiting[ticket] = time.monotonic()
         try:
-            while self.pacing is not None:
+            while self.limited:
                 hold: Hold | None = Hold(None)  # not first in line: wait for a change
                 if next(iter(self._waiting)) == ticket:  # first come, first served
-                    hold = decide(self.pacing, self.in_flight, self._bucket, time.monotonic())
+                    hold = decide(self.pacing, self.in_flight, self._bucket, time.monotonic(), self.gate)
                     if hold is None:
                         break
                 changed = self._changed

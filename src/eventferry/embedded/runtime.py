@@ -71,7 +71,7 @@ class Embedded:
         self.generation += 1
         compiled = compile_contract(self.manifests.brokers, self.manifests.triggers, self._resolver(),
                                     generation=self.generation, config_maps=self.manifests.config_maps,
-                                    default_kafka_bootstrap=self.kafka_bootstrap)
+                                    default_kafka_bootstrap=self.kafka_bootstrap, autoscaling=False)
         for problem in compiled.problems:
             hint = " (map it with --service NAME.NAMESPACE=URL)" if problem.reason == "ServiceNotFound" else ""
             log.warning("%s %s/%s not routed: %s: %s%s", problem.kind, problem.namespace, problem.name,
