@@ -57,4 +57,6 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Names the operator and the data plane agree on (src/eventferry/resources/names.py). */}}
 {{- define "eventferry.contractConfigMap" -}}eventferry-contract{{- end -}}
 {{- define "eventferry.statusConfigMap" -}}eventferry-dataplane-status{{- end -}}
+{{- define "eventferry.endpointsConfigMap" -}}eventferry-subscriber-endpoints{{- end -}}
+{{- define "eventferry.backlogConfigMap" -}}eventferry-dataplane-backlog{{- end -}}
 {{- define "eventferry.operatorLease" -}}eventferry-operator{{- end -}}

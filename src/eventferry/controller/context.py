@@ -22,6 +22,7 @@ class Context:
                  health: OperatorHealth) -> None:
         from eventferry.controller.contracts import ContractReconciler
         from eventferry.controller.sources import SourceReconciler
+        from eventferry.controller.subscribers import SubscriberScaler
 
         self.config = config
         self.api = api
@@ -31,6 +32,7 @@ class Context:
         self.views = Views()
         self.contracts = ContractReconciler(self)
         self.sources = SourceReconciler(self)
+        self.subscribers = SubscriberScaler(self)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:

@@ -295,6 +295,7 @@ class ContractReconciler:
             dead_letter=self._dead_letter(delivery, run.resolver, namespace),
             problem=run.problems.get(("Trigger", *key)),
             loaded=self._gate(run, TRIGGER, key, "Loaded"),
+            scale=self.ctx.subscribers.report(*key) if trigger.scaling.enabled else None,
         )
 
     @staticmethod

@@ -20,6 +20,7 @@ import kopf
 
 from eventferry.apis.broker import KAFKA, Broker
 from eventferry.apis.meta import GROUP, PLURALS, VERSION
+from eventferry.contract.activation import BACKLOG_CONFIGMAP
 from eventferry.controller import topics
 from eventferry.controller.config import OperatorConfig
 from eventferry.controller.context import Context
@@ -33,6 +34,9 @@ from eventferry.controller.views import (
 )
 from eventferry.resources.conditions import is_ready
 from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, SOURCE_KIND_LABEL, TOPIC_RETAIN_ANNOTATION
+from eventferry.resources.subscriber_scaling import ready_endpoints
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +97,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     ctx.views.attach(kwargs)  # kopf passes the (still empty, live) indices by their names
     await ctx.contracts.prepare()
     ctx.spawn(ctx.contracts.run(), name="contract loop")
+    ctx.spawn(ctx.subscribers.run(), name="subscriber scaling")
     ctx.spawn(_retry_sources(ctx), name="source retries")
 
 
@@ -112,8 +117,15 @@ async def slim_index(body: kopf.Body, namespace: str | None, name: str, **_: Any
     return {(namespace, name): slim(body)}
 
 
-async def service_index(namespace: str | None, name: str, **_: Any) -> Any:
-    return {(namespace, name): True}
+async def service_index(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> Any:
+    """Services by name, with their selector (how a Trigger's subscriber workload is found)."""
+    return {(namespace, name): dict(spec.get("selector") or {})}
+
+
+async def endpointslice_index(body: kopf.Body, labels: kopf.Labels, namespace: str | None, name: str,
+                              **_: Any) -> Any:
+    """Each EndpointSlice's ready endpoints, by its Service (subscribers that scale from zero wait for one)."""
+    return {(namespace, labels[SERVICE_NAME_LABEL]): (name, ready_endpoints([body]))}
 
 
 async def configmap_index(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
@@ -126,6 +138,10 @@ def is_dataplane_status(memo: kopf.Memo, namespace: str | None, name: str, **_: 
 
 async def dataplane_index(body: kopf.Body, **_: Any) -> Any:
     return {"reports": dict(body.get("data") or {})}
+
+
+def is_backlog_report(memo: kopf.Memo, namespace: str | None, name: str, **_: Any) -> bool:
+    return namespace == _ctx(memo).config.system_namespace and name == BACKLOG_CONFIGMAP
 
 
 # --- what the contract is compiled from ----------------------------------------------------------------------
@@ -142,17 +158,26 @@ async def trigger_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: 
                         **_: Any) -> None:
     ctx = _ctx(memo)
     ctx.contracts.observe("Trigger", (namespace, name), None if type == "DELETED" else trigger_fingerprint(body))
+    ctx.subscribers.poke()
     if type == "DELETED":
         ctx.events.recovered(body)
 
 
 async def service_event(memo: kopf.Memo, type: str, namespace: str | None, name: str, **_: Any) -> None:
     _ctx(memo).contracts.observe("Service", (namespace, name), None if type == "DELETED" else True)
+    _ctx(memo).subscribers.poke()
+
+
+async def endpointslice_event(memo: kopf.Memo, **_: Any) -> None:
+    _ctx(memo).subscribers.poke()  # a subscriber endpoint got ready (or went): held events may go
 
 
 async def configmap_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: str | None, name: str,
                           **_: Any) -> None:
     data = dict(body.get("data") or {})
+    if is_backlog_report(memo, namespace, name):
+        _ctx(memo).subscribers.on_backlog({} if type == "DELETED" else data)
+        return
     # The status ConfigMap changes with every heartbeat: each one may make Triggers Ready.
     relevant = data if is_dataplane_status(memo, namespace, name) else kafka_config(data)
     fingerprint = None if type == "DELETED" else tuple(sorted(relevant.items()))
@@ -219,12 +244,16 @@ def register(registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegi
     for kind in ("Broker", "Trigger", "KafkaSource", "RocketMQSource"):
         kopf.index(GROUP, VERSION, PLURALS[kind], id=f"{kind.lower()}_index", registry=registry)(slim_index)
     kopf.index("", "v1", "services", id="service_index", registry=registry)(service_index)
+    kopf.index("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT},
+               id="endpointslice_index", registry=registry)(endpointslice_index)
     kopf.index("", "v1", "configmaps", id="configmap_index", registry=registry)(configmap_index)
     kopf.index("", "v1", "configmaps", when=is_dataplane_status, id="dataplane_index",
                registry=registry)(dataplane_index)
     on.event(GROUP, VERSION, PLURALS["Broker"], id="broker_event", registry=registry)(broker_event)
     on.event(GROUP, VERSION, PLURALS["Trigger"], id="trigger_event", registry=registry)(trigger_event)
     on.event("", "v1", "services", id="service_event", registry=registry)(service_event)
+    on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT},
+             id="endpointslice_event", registry=registry)(endpointslice_event)
     on.event("", "v1", "configmaps", id="configmap_event", registry=registry)(configmap_event)
     on.delete(GROUP, VERSION, PLURALS["Broker"], when=needs_topic_cleanup, id="broker_topics",
               registry=registry)(broker_deleted)

@@ -43,8 +43,25 @@ class OperatorMetrics:
                                              "Adapter replicas the built-in autoscaler wants",
                                              ["kind", "namespace", "name"], registry=r)
         self.scaling_decisions = Counter("eventferry_operator_scaling_decisions",
-                                         "Changes of adapter replicas by the built-in autoscaler, by direction",
+                                         "Changes of replicas by the built-in autoscalers, by the kind scaled "
+                                         "(KafkaSource, RocketMQSource, Subscriber) and direction",
                                          ["kind", "direction"], registry=r)
+        # Trigger subscribers scaled from their backlog; one series per workload.
+        self.subscriber_desired_replicas = Gauge("eventferry_operator_subscriber_desired_replicas",
+                                                 "Replicas the subscriber scaler wants for a workload",
+                                                 ["namespace", "workload"], registry=r)
+        self.subscriber_ready_replicas = Gauge("eventferry_operator_subscriber_ready_endpoints",
+                                               "Ready endpoints of the Services of a scaled workload's Triggers",
+                                               ["namespace", "workload"], registry=r)
+
+    def subscriber_scaling(self, namespace: str, workload: str, desired: int, ready: int) -> None:
+        self.subscriber_desired_replicas.labels(namespace, workload).set(desired)
+        self.subscriber_ready_replicas.labels(namespace, workload).set(ready)
+
+    def forget_subscriber(self, namespace: str, kind: str, name: str) -> None:
+        for gauge in (self.subscriber_desired_replicas, self.subscriber_ready_replicas):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, f"{kind}/{name}")
 
     def source_scaling(self, kind: str, namespace: str, name: str, lag: int, replicas: int) -> None:
         self.source_lag.labels(kind, namespace, name).set(lag)

@@ -25,7 +25,7 @@ KOPF_PREFIX = "operator.eventferry.dev"
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 INDICES = ("broker_index", "trigger_index", "service_index", "configmap_index", "dataplane_index",
-           "kafkasource_index", "rocketmqsource_index")
+           "kafkasource_index", "rocketmqsource_index", "endpointslice_index")
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,6 +106,15 @@ class Views:
 
     def service_exists(self, namespace: str, name: str) -> bool:
         return (namespace, name) in self._indices["service_index"]
+
+    def service_selector(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The Service's selector ({} when it has none), None when there is no such Service."""
+        found: dict[str, str] | None = self._one("service_index", (namespace, name))
+        return None if found is None else dict(found)
+
+    def ready_endpoints(self, namespace: str, service: str) -> int:
+        """Ready endpoints of a Service, over its EndpointSlices (each indexed with its own count)."""
+        return sum(count for _, count in self._indices["endpointslice_index"].get((namespace, service), ()))
 
     def config_maps(self) -> dict[Key, dict[str, str]]:
         """The Kafka settings of every ConfigMap (the keys compile_contract reads), by (namespace, name)."""

@@ -104,6 +104,22 @@ class TriggerFacts:
     """What else keeps the Trigger out of the contract (InvalidFilter, InvalidSpec)."""
     loaded: Cond = field(default_factory=lambda: unknown("Loaded", "NotInContract", ""))
     """The readiness gate: True once the data plane routes the Trigger as it is now."""
+    scale: SubscriberScaleReport | None = None
+    """While the Trigger scales its subscriber's workload."""
+
+
+@dataclass(frozen=True)
+class SubscriberScaleReport:
+    """What the scaling of a Trigger's subscriber is doing, for the Trigger's status."""
+
+    condition: Cond
+    """SubscriberScaled: True (ready, or at zero with nothing held), Unknown while activating (it does not
+    make the Trigger unready: a cold start is normal), False when it cannot scale or missed its activation."""
+    workload: str | None = None
+    desired: int | None = None
+    ready: int | None = None
+    held: int | None = None
+    message: str | None = None
 
 
 def broker_ready(broker_ready_condition: Mapping[str, Any] | Cond | None, namespace: str, name: str) -> Cond:
@@ -129,18 +145,25 @@ def trigger_conditions(facts: TriggerFacts) -> list[Cond]:
                   false(SUBSCRIBER_RESOLVED, facts.subscriber.reason or "Unresolvable", facts.subscriber.message or ""))
     dependents = [facts.broker, subscriber, _dead_letter(facts.dead_letter)]
     blocker = (facts.problem.reason, facts.problem.message) if facts.problem else None
-    ready = summarize(dependents, blocker)
+    scaled = facts.scale.condition if facts.scale is not None else None
+    ready = summarize(dependents + ([scaled] if scaled is not None and scaled.status == "False" else []), blocker)
     if ready.is_true and not facts.loaded.is_true:
         # Every dependency is fine: what is left is the data plane loading the contract.
         ready = Cond("Ready", facts.loaded.status, facts.loaded.reason, facts.loaded.message)
-    return [ready, *dependents]
+    return [ready, *dependents, *([scaled] if scaled is not None else [])]
 
 
 def trigger_status(facts: TriggerFacts, previous: Mapping[str, Any] | None, generation: int | None,
                    now: str) -> dict[str, Any]:
+    scale = facts.scale
+    # None values stay: the merge patch removes what no longer applies
+    subscriber_scale = None if scale is None else {
+        "workload": scale.workload, "desiredReplicas": scale.desired, "readyReplicas": scale.ready,
+        "heldEvents": scale.held, "message": scale.message}
     return _status(previous, trigger_conditions(facts), generation, now,
                    subscriberUri=facts.subscriber.uri,
-                   deadLetterSinkUri=facts.dead_letter.uri if facts.dead_letter else None)
+                   deadLetterSinkUri=facts.dead_letter.uri if facts.dead_letter else None,
+                   subscriberScale=subscriber_scale)
 
 
 # --- KafkaSource and RocketMQSource -------------------------------------------------------------------------
@@ -225,4 +248,11 @@ def source_status(facts: SourceFacts, previous: Mapping[str, Any] | None, genera
 def same_status(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
     """Whether writing ``wanted`` (a merge patch of the status) would change ``current``."""
     current = current or {}
-    return all(current.get(key) == value for key, value in wanted.items())
+    return all(current.get(key) == _without_nulls(value) for key, value in wanted.items())
+
+
+def _without_nulls(value: Any) -> Any:
+    """What a merge patch leaves of ``value`` in an object: null members removed."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value

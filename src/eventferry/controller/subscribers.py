@@ -1,0 +1,277 @@
+"""The built-in scaler of Trigger subscribers: a Trigger of autoscaling class ``builtin`` scales the workload
+behind its subscriber Service with its backlog in the broker, from zero, and the broker holds its events
+while that workload has no ready endpoint (``docs/autoscaling.md``).
+
+One loop, woken at once by what changes the answer (a data plane's backlog report, an EndpointSlice, a
+Trigger) and every second for what time changes (the scale-down delay, the activation timeout). Each pass:
+1. groups the autoscaled Triggers by workload (``resources/subscriber_scaling.workload_for``);
+2. adds up their backlogs from every data plane replica's report (``contract.activation.backlogs``) and
+   decides the replicas (``decide``), set through the workload's ``scale`` subresource, with a ``Scaled``
+   Event on each of its Triggers and a counted decision;
+3. counts the ready endpoints of each subscriber Service (EndpointSlices) and writes them, or a release
+   after the activation timeout, into the endpoints ConfigMap that every data plane replica follows;
+4. keeps a report per Trigger, which the contract reconciler writes into the Trigger's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from eventferry.apis.autoscaling import PREFIX
+from eventferry.apis.meta import DEFAULT_NAMESPACE
+from eventferry.apis.trigger import Trigger
+from eventferry.contract.activation import (
+    ENDPOINTS_CONFIGMAP,
+    SubscriberEndpoints,
+    TriggerBacklog,
+    backlogs,
+    endpoints_data,
+)
+from eventferry.controller.kube import ApiError, resource_path
+from eventferry.controller.timing import wait_event
+from eventferry.controller.views import Key, deleting
+from eventferry.resources.conditions import false
+from eventferry.resources.names import PART_OF
+from eventferry.resources.scaling import Recommendations
+from eventferry.resources.status import SubscriberScaleReport
+from eventferry.resources.subscriber_scaling import (
+    SUBSCRIBER_SCALED,
+    WORKLOAD_RESOURCES,
+    Demand,
+    WorkloadKey,
+    WorkloadProblem,
+    activation,
+    decide,
+    workload_for,
+)
+
+if TYPE_CHECKING:
+    from eventferry.controller.context import Context
+
+log = logging.getLogger(__name__)
+
+TICK = 1.0
+RESOLVE_EVERY = 30.0
+"""Seconds before a Trigger's workload is looked up again (a Deployment created or relabelled later)."""
+HELD_REFRESH = 5.0
+"""Seconds between status refreshes while only the held count changes."""
+
+
+@dataclass
+class _Workload:
+    history: Recommendations = field(default_factory=Recommendations)
+    replicas: int | None = None
+    """As last read or set through the scale subresource."""
+    unready_since: float | None = None
+    """Since when replicas are wanted and no endpoint is ready."""
+    seen: bool = False
+
+
+@dataclass
+class _Resolved:
+    fingerprint: tuple[Any, ...]
+    at: float
+    workload: tuple[str, str] | None = None
+    problem: WorkloadProblem | None = None
+
+
+class SubscriberScaler:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.backlog_data: Mapping[str, str] = {}
+        """The data plane's backlog ConfigMap, as last seen (key: replica)."""
+        self._wake = asyncio.Event()
+        self._workloads: dict[WorkloadKey, _Workload] = {}
+        self._resolved: dict[Key, _Resolved] = {}
+        self._reports: dict[Key, SubscriberScaleReport] = {}
+        self._reported_at: dict[Key, float] = {}
+        self._written: dict[str, SubscriberEndpoints] | None = None
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def on_backlog(self, data: Mapping[str, str]) -> None:
+        self.backlog_data = dict(data)
+        self.poke()
+
+    def report(self, namespace: str, name: str) -> SubscriberScaleReport | None:
+        return self._reports.get((namespace, name))
+
+    async def run(self) -> None:
+        await self.ctx.contracts.indexed.wait()
+        while True:
+            await wait_event(self._wake, TICK)
+            self._wake.clear()
+            try:
+                with self.ctx.metrics.reconcile("SubscriberScale"):
+                    await self.reconcile()
+            except Exception:
+                log.exception("subscriber scaling pass failed; trying again in %.0fs", TICK)
+
+    # --- one pass ---------------------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        now = time.monotonic()
+        triggers = self._autoscaled()
+        backlog = backlogs(self.backlog_data, datetime.now(UTC), self.ctx.config.report_stale_after)
+        groups: dict[WorkloadKey, list[tuple[Key, dict[str, Any], Trigger]]] = {}
+        reports: dict[Key, SubscriberScaleReport] = {}
+        endpoints: dict[str, SubscriberEndpoints] = {}
+        for key, body, trigger in triggers:
+            ref = trigger.spec.subscriber.ref
+            if ref is None or ref.kind != "Service" or ref.api_version != "v1":
+                message = ("the subscriber autoscaling class needs spec.subscriber.ref to be a Service (v1), whose "
+                           "endpoints say when the subscriber is ready; this Trigger's events are delivered as usual")
+                reports[key] = SubscriberScaleReport(false(SUBSCRIBER_SCALED, "SubscriberNotAService", message),
+                                                     message=message)
+                continue
+            try:
+                kind, name = await self._workload(key, trigger, now)
+            except WorkloadProblem as problem:
+                reports[key] = SubscriberScaleReport(false(SUBSCRIBER_SCALED, problem.reason, str(problem)),
+                                                     message=str(problem))
+                endpoints[trigger.key] = SubscriberEndpoints(released=True)  # nothing to wait for: deliver
+                continue
+            groups.setdefault((key[0], kind, name), []).append((key, body, trigger))
+        for workload_key, members in groups.items():
+            await self._scale(workload_key, members, backlog, now, reports, endpoints)
+        for workload_key in [k for k in self._workloads if k not in groups]:
+            del self._workloads[workload_key]
+            self.ctx.metrics.forget_subscriber(*workload_key)
+        await self._write_endpoints(endpoints)
+        self._publish(reports, now)
+
+    def _autoscaled(self) -> list[tuple[Key, dict[str, Any], Trigger]]:
+        found = []
+        for body in self.ctx.views.triggers():
+            annotations = (body.get("metadata") or {}).get("annotations") or {}
+            if deleting(body) or not any(k.startswith(PREFIX) for k in annotations):
+                continue
+            try:
+                trigger = Trigger.model_validate({k: v for k, v in body.items() if k != "status"})
+            except ValidationError:
+                continue  # the contract reconciler reports it as InvalidSpec
+            if trigger.scaling.enabled:
+                key = (body["metadata"].get("namespace") or DEFAULT_NAMESPACE, body["metadata"]["name"])
+                found.append((key, body, trigger))
+        return found
+
+    async def _workload(self, key: Key, trigger: Trigger, now: float) -> tuple[str, str]:
+        """The Trigger's workload, looked up again when its Service's selector or its annotation changed, or
+        every ``RESOLVE_EVERY`` seconds."""
+        ref = trigger.spec.subscriber.ref
+        assert ref is not None
+        service = self.ctx.views.service_selector(ref.namespace or key[0], ref.name)
+        fingerprint = (trigger.scaling.workload, ref.name, tuple(sorted((service or {}).items())), service is None)
+        resolved = self._resolved.get(key)
+        if resolved is None or resolved.fingerprint != fingerprint or now - resolved.at >= RESOLVE_EVERY:
+            resolved = _Resolved(fingerprint, now)
+            try:
+                workloads = [] if trigger.scaling.workload or not service else await self._list_workloads(key[0])
+                resolved.workload = workload_for(trigger.scaling, service, f"{key[0]}/{ref.name}", workloads)
+            except WorkloadProblem as problem:
+                resolved.problem = problem
+            self._resolved[key] = resolved
+        if resolved.problem is not None:
+            raise resolved.problem
+        assert resolved.workload is not None
+        return resolved.workload
+
+    async def _list_workloads(self, namespace: str) -> list[dict[str, Any]]:
+        found = []
+        for kind, plural in WORKLOAD_RESOURCES.items():
+            listed = await self.ctx.api.get(resource_path("apps/v1", plural, namespace)) or {}
+            found += [{**item, "kind": kind} for item in listed.get("items") or ()]
+        return found
+
+    async def _scale(self, workload_key: WorkloadKey, members: list[tuple[Key, dict[str, Any], Trigger]],
+                     backlog: Mapping[str, TriggerBacklog], now: float, reports: dict[Key, SubscriberScaleReport],
+                     endpoints: dict[str, SubscriberEndpoints]) -> None:
+        namespace, kind, name = workload_key
+        label = f"{kind}/{name}"
+        state = self._workloads.setdefault(workload_key, _Workload())
+        demands = [Demand(backlog.get(trigger.key, TriggerBacklog()), trigger.scaling) for _, _, trigger in members]
+        scale_path = resource_path("apps/v1", WORKLOAD_RESOURCES[kind], namespace, name, "scale")
+        scale = await self.ctx.api.get(scale_path)
+        if scale is None:
+            problem = WorkloadProblem("WorkloadNotFound", f"{label} does not exist in namespace {namespace}")
+            for key, _, trigger in members:
+                reports[key] = SubscriberScaleReport(false(SUBSCRIBER_SCALED, problem.reason, str(problem)),
+                                                     workload=label, message=str(problem))
+                endpoints[trigger.key] = SubscriberEndpoints(released=True)
+            self._resolved.pop(members[0][0], None)
+            return
+        current = int((scale.get("spec") or {}).get("replicas") or 0)
+        if not state.seen:
+            # What runs counts as just wanted: a restarted operator does not scale a busy workload down early.
+            state.history.add(now, current, max(t.scaling.scale_down_delay for _, _, t in members))
+            state.seen = True
+        decision = decide(demands, current, state.history, now)
+        if decision.replicas != current:
+            await self.ctx.api.merge_patch(scale_path, {"spec": {"replicas": decision.replicas}})
+            direction = "up" if decision.replicas > current else "down"
+            self.ctx.metrics.scaling_decisions.labels("Subscriber", direction).inc()
+            message = f"{label} scaled from {current} to {decision.replicas}: {decision.reason}"
+            log.info("Trigger(s) %s: %s", ", ".join(t.key for _, _, t in members), message)
+            for _, body, _ in members:
+                await self.ctx.events.post(body, "Normal", "Scaled", message)
+        state.replicas = decision.replicas
+        ref_names = {t.spec.subscriber.ref.name for _, _, t in members if t.spec.subscriber.ref is not None}
+        ready = sum(self.ctx.views.ready_endpoints(namespace, service) for service in ref_names)
+        if ready > 0 or decision.replicas == 0:
+            state.unready_since = None
+        elif state.unready_since is None:
+            state.unready_since = now
+        unready_for = None if state.unready_since is None else now - state.unready_since
+        self.ctx.metrics.subscriber_scaling(namespace, label, decision.replicas, ready)
+        for (key, _, trigger), demand in zip(members, demands, strict=True):
+            held = demand.backlog.waiting + demand.backlog.parked
+            state_of = activation(label, ready, decision.replicas, unready_for, trigger.scaling.activation_timeout)
+            endpoints[trigger.key] = SubscriberEndpoints(ready=ready, released=state_of.released)
+            reports[key] = SubscriberScaleReport(state_of.condition, workload=label, desired=decision.replicas,
+                                                 ready=ready, held=held, message=decision.reason)
+
+    async def _write_endpoints(self, endpoints: dict[str, SubscriberEndpoints]) -> None:
+        if endpoints == self._written:
+            return
+        namespace = self.ctx.config.system_namespace
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": endpoints_data(endpoints),
+                "metadata": {"name": ENDPOINTS_CONFIGMAP, "namespace": namespace, "labels": PART_OF}}
+        try:
+            await self.ctx.api.apply(resource_path("v1", "configmaps", namespace, ENDPOINTS_CONFIGMAP), body)
+        except ApiError as error:
+            log.warning("writing ConfigMap %s/%s failed (tried again next pass): %s", namespace,
+                        ENDPOINTS_CONFIGMAP, error)
+            return
+        self._written = endpoints
+
+    def _publish(self, reports: dict[Key, SubscriberScaleReport], now: float) -> None:
+        """Pokes the contract reconciler (which writes the Triggers' status) when a report changed: at once for
+        the condition and the replicas, every ``HELD_REFRESH`` seconds for the held count alone."""
+        changed = False
+        for key, report in reports.items():
+            previous = self._reports.get(key)
+            moved = previous is None or (previous.condition, previous.desired, previous.ready, previous.workload) != \
+                (report.condition, report.desired, report.ready, report.workload)
+            if moved or (previous is not None and previous.held != report.held
+                         and now - self._reported_at.get(key, 0.0) >= HELD_REFRESH):
+                changed = True
+                self._reported_at[key] = now
+            elif previous is not None:
+                reports[key] = previous  # the held count the status shows stays until its refresh is due
+        if set(self._reports) != set(reports):
+            changed = True
+        self._reports = reports
+        for key in [k for k in self._reported_at if k not in reports]:
+            del self._reported_at[key]
+        if changed:
+            self.ctx.contracts.poke()
+
