@@ -195,7 +195,7 @@ async def test_a_closed_gate_holds_attempts_and_an_open_one_caps_them_per_endpoi
 def test_endpoints_round_trip_and_a_bad_document_is_refused() -> None:
     endpoints = {"live/asr": SubscriberEndpoints(ready=2), "live/vision": SubscriberEndpoints(released=True)}
     assert endpoints_from_data(endpoints_data(endpoints)) == endpoints
-    with pytest.raises(ValueError, match="endpoints.json"):
+    with pytest.raises(ValueError, match=r"endpoints\.json"):
         endpoints_from_data({"endpoints.json": "[1, 2]"})
 
 
