@@ -13,8 +13,9 @@ each pod's container as a local process from its command, args and env:
   in env and args are rewritten to ``http://127.0.0.1:<port>`` of the local process standing in for
   the Service, listen addresses and ports to 127.0.0.1 and free ports. The subscriber URLs that the
   data plane reads from the contract ConfigMap are not in its env: for that process only, a
-  ``sitecustomize`` shim resolves exactly the mapped ``*.svc.cluster.local`` names to 127.0.0.1 and
-  the stand-in's port (any other such name fails to resolve). No traffic ever goes to a cluster IP.
+  ``sitecustomize`` shim (``tests/support/loopback_dns.py``) resolves exactly the mapped
+  ``*.svc.cluster.local`` names to 127.0.0.1 and the stand-in's port (any other such name fails to
+  resolve). No traffic ever goes to a cluster IP.
 
 No kube-controller-manager runs either: the test writes the Deployments' status once their stand-in
 processes run, as the Deployment controller would.
@@ -28,7 +29,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -44,6 +44,7 @@ from tests.env.ports import free_port, wait_for_port
 from tests.env.process import ManagedProcess
 from tests.env.servers import SCRAM_PASSWORD, SCRAM_USER, Kafka, KubeAPI, RocketMQ
 from tests.support.cluster import Cluster, condition_of, http_get, make_available, service
+from tests.support.loopback_dns import LoopbackServices
 from tests.support.subscriber import Answer, Received, Subscriber
 
 pytestmark = pytest.mark.e2e
@@ -58,28 +59,6 @@ EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
 CLUSTER_URL = re.compile(r"http://([a-z0-9]([-a-z0-9.]*[a-z0-9])?\.svc\.cluster\.local)(:\d+)?")
 SUBSCRIBERS = ("moderation", "review", "leaderboard", "vision-inference", "frames-dead-letter", "frame-archive",
                "danmaku-wall")
-
-# Resolves the mapped *.svc.cluster.local names (EVENTFERRY_E2E_SERVICES: {"host": port}) to loopback.
-SHIM = textwrap.dedent('''\
-    import json as _json
-    import os as _os
-    import socket as _socket
-
-    _SERVICES = _json.loads(_os.environ.get("EVENTFERRY_E2E_SERVICES") or "{}")
-    if _SERVICES:
-        _getaddrinfo = _socket.getaddrinfo
-
-        def _mapped(host, port, *args, **kwargs):
-            name = host.decode() if isinstance(host, bytes) else host
-            if isinstance(name, str) and name.rstrip(".").endswith(".svc.cluster.local"):
-                if name.rstrip(".") not in _SERVICES:
-                    raise _socket.gaierror(_socket.EAI_NONAME, f"{name}: no local stand-in (e2e shim)")
-                return _getaddrinfo("127.0.0.1", _SERVICES[name.rstrip(".")], *args, **kwargs)
-            return _getaddrinfo(host, port, *args, **kwargs)
-
-        _socket.getaddrinfo = _mapped
-    ''')
-
 
 # --- the subscribers: aiohttp servers in a thread of their own, so that the test may block ------------------
 
@@ -125,9 +104,13 @@ class Pods:
         self.workdir = workdir
         self.services: dict[str, int] = {}  # "<svc>.<ns>.svc.cluster.local" -> local port
         self.processes: list[ManagedProcess] = []
-        self.shim_dir = workdir / "shim"
-        self.shim_dir.mkdir(parents=True, exist_ok=True)
-        (self.shim_dir / "sitecustomize.py").write_text(SHIM)
+        self.loopback_dns = LoopbackServices(workdir)
+
+    def add_service(self, host: str, port: int) -> None:
+        """``host`` stands for a local process on ``port``: in rewritten URLs, and for the shim's resolver
+        (also in processes already running)."""
+        self.services[host] = port
+        self.loopback_dns.add(host, port)
 
     def rewrite(self, text: str) -> str:
         def local(match: re.Match[str]) -> str:
@@ -231,8 +214,7 @@ class Pods:
                                                          if pod_spec.get("automountServiceAccountToken", True)
                                                          else None))}
         if shim:
-            process_env["PYTHONPATH"] = str(self.shim_dir)
-            process_env["EVENTFERRY_E2E_SERVICES"] = json.dumps(self.services)
+            process_env.update(self.loopback_dns.env())
         process = ManagedProcess(pod, command, self.workdir / f"{pod}.log", cwd=root, env=process_env)
         self.processes.append(process)
         return process, {"deployment": deployment, "command": command, "env": env, "port": port}
@@ -410,12 +392,12 @@ def test_live_stream_from_kafka_and_rocketmq_through_the_chart(
     # 2. Stand-ins for the Services: the subscribers, and the broker ingress (its port is known once started).
     subscribers.start(SUBSCRIBERS)
     for name, server in subscribers.servers.items():
-        pods.services[f"{name}.{ns}.svc.cluster.local"] = server.port
+        pods.add_service(f"{name}.{ns}.svc.cluster.local", server.port)
 
     # 3. The broker data plane and the operator, from the chart's Deployments.
     broker, broker_facts = pods.start(SYSTEM, f"{RELEASE}-broker", shim=True)
     broker_port = broker_facts["port"]
-    pods.services[INGRESS_HOST] = broker_port
+    pods.add_service(INGRESS_HOST, broker_port)
     cluster.dataplane, cluster.dataplane_port = broker, broker_port
     assert broker_facts["command"][1:4] == ["broker", "--configmap", f"{SYSTEM}/eventferry-contract"]
     assert broker_facts["env"]["POD_NAME"] == f"{RELEASE}-broker-e2e-0"
@@ -423,7 +405,7 @@ def test_live_stream_from_kafka_and_rocketmq_through_the_chart(
 
     metrics_port = free_port()
     # The operator's Service (KEDA reads RocketMQ backlogs there) stands for its metrics port.
-    pods.services[f"{RELEASE}-operator.{SYSTEM}.svc.cluster.local"] = metrics_port
+    pods.add_service(f"{RELEASE}-operator.{SYSTEM}.svc.cluster.local", metrics_port)
     operator, operator_facts = pods.start(
         SYSTEM, f"{RELEASE}-operator", extra_args=("--system-namespace", SYSTEM),
         overrides={"EVENTFERRY_METRICS_PORT": str(metrics_port), "EVENTFERRY_METRICS_HOST": "127.0.0.1"})

@@ -175,6 +175,19 @@ class KubeAPI(Server):
             answer: dict[str, Any] = json.loads(resp.read())
             return answer
 
+    def request_json(self, method: str, path: str, body: dict[str, Any] | None = None,
+                     content_type: str = "application/json") -> dict[str, Any]:
+        """``method`` on ``path`` as the admin with ``body`` as JSON, the answer as JSON; an error status
+        raises ``urllib.error.HTTPError``. Server-side apply: PATCH, ``application/apply-patch+yaml``."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if data is not None:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=10, context=self._ssl_context()) as resp:
+            answer: dict[str, Any] = json.loads(resp.read() or b"{}")
+            return answer
+
 
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
