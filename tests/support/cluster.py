@@ -92,12 +92,13 @@ class Cluster:
 
     # --- processes -------------------------------------------------------------------------------------
 
-    def start_dataplane(self) -> None:
-        self.dataplane_port = free_port()
+    def start_dataplane(self, extra_env: dict[str, str] | None = None) -> None:
+        """``extra_env``: e.g. ``LoopbackServices.env()``, so that subscriber Services resolve to loopback."""
+        self.dataplane_port = self.dataplane_port or free_port()  # a restart keeps its port
         self.dataplane = ManagedProcess("dataplane", [
             EVENTFERRY, "broker", "--configmap", f"{SYSTEM}/eventferry-contract", "--host", "127.0.0.1",
             "--port", str(self.dataplane_port), "--report-interval", "2",
-        ], self.workdir / "dataplane.log", env=dict(self.env, POD_NAME="dataplane-0"))
+        ], self.workdir / "dataplane.log", env=dict(self.env, POD_NAME="dataplane-0", **(extra_env or {})))
         self.dataplane.wait_until(lambda: wait_for_port(self.dataplane_port, 0.5), 60, "listening")
 
     def start_operator(self) -> tuple[ManagedProcess, int]:
