@@ -517,3 +517,26 @@ def test_same_status_treats_none_as_absent() -> None:
     assert not same_status({"observedGeneration": 1, "conditions": [{"type": "Ready"}], "address": {"url": "u"}},
                            wanted)
     assert not same_status(None, wanted)
+
+
+def test_a_scaled_subscriber_is_reported_and_only_a_failed_one_makes_the_trigger_unready() -> None:
+    from eventferry.resources.conditions import false, true, unknown
+    from eventferry.resources.status import SubscriberScaleReport, same_status
+
+    activating = SubscriberScaleReport(unknown("SubscriberScaled", "Activating", "waiting"), workload="Deployment/asr",
+                                       desired=1, ready=0, held=7, message="backlog 7 at 2 in flight per replica: 4")
+    status = trigger_status(trigger_facts(scale=activating), None, 1, NOW)
+    assert conditions(status)["Ready"] == ("True", None)  # a cold start does not make the Trigger unready
+    assert conditions(status)["SubscriberScaled"] == ("Unknown", "Activating")
+    assert status["subscriberScale"] == {"workload": "Deployment/asr", "desiredReplicas": 1, "readyReplicas": 0,
+                                         "heldEvents": 7, "message": "backlog 7 at 2 in flight per replica: 4"}
+    late = SubscriberScaleReport(false("SubscriberScaled", "ActivationTimeout", "no ready endpoint"))
+    assert conditions(trigger_status(trigger_facts(scale=late), None, 1, NOW))["Ready"] == \
+        ("False", "ActivationTimeout")
+    at_zero = trigger_status(trigger_facts(scale=SubscriberScaleReport(true("SubscriberScaled", "ScaledToZero"),
+                                                                       workload="Deployment/asr", desired=0)),
+                             None, 1, NOW)
+    # The patch writes nulls for what no longer applies; the stored status lacks them: nothing to write.
+    stored = {**at_zero, "subscriberScale": {"workload": "Deployment/asr", "desiredReplicas": 0}}
+    assert same_status(stored, at_zero)
+    assert "subscriberScale" not in {k for k, v in trigger_status(trigger_facts(), None, 1, NOW).items() if v}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from eventferry.apis.autoscaling import BUILTIN, SubscriberScaling, subscriber_scaling_of
+from eventferry.apis.autoscaling import BUILTIN, KEDA, SubscriberScaling, subscriber_scaling_of
 from eventferry.apis.trigger import Trigger
 from eventferry.contract.activation import (
     BacklogReport,
@@ -30,6 +30,8 @@ from eventferry.resources.subscriber_scaling import (
     activation,
     decide,
     ready_endpoints,
+    replicas_metric,
+    scaled_object,
     wanted_replicas,
     workload_for,
 )
@@ -46,11 +48,11 @@ def test_the_defaults_and_every_annotation_are_read() -> None:
     scaling = subscriber_scaling_of({P + "class": "builtin", P + "min-scale": "1", P + "max-scale": "8",
                                      P + "target": "4", P + "scale-down-delay": "60",
                                      P + "activation-timeout": "120", P + "workload": "StatefulSet/asr"})
-    assert scaling == SubscriberScaling(BUILTIN, 1, 8, 4, 60, 120, ("StatefulSet", "asr"))
+    assert scaling == SubscriberScaling(BUILTIN, 1, 8, 4, 60, 120, 10, ("StatefulSet", "asr"))
 
 
 @pytest.mark.parametrize(("annotations", "named"), [
-    ({P + "class": "keda"}, P + "class"),
+    ({P + "class": "hpa"}, P + "class"),
     ({P + "target": "0"}, P + "target"),
     ({P + "activation-timeout": "soon"}, P + "activation-timeout"),
     ({P + "workload": "Pod/x"}, P + "workload"),
@@ -207,3 +209,26 @@ def test_backlog_reports_add_up_over_fresh_replicas_only() -> None:
     total = backlogs({"a": one.to_json(), "b": two.to_json(), "c": stale.to_json(), "d": "garbage"}, now, 30)
     assert total == {"live/asr": TriggerBacklog(waiting=5, parked=1, in_flight=1, oldest=5.0)}
     assert total["live/asr"].total == 7
+
+
+# --- class keda ---------------------------------------------------------------------------------------------
+
+def test_the_scaled_object_reads_the_sum_of_its_triggers_backlogs_from_the_operator() -> None:
+    fast = SubscriberScaling(KEDA, min_scale=0, max_scale=4, target=2, scale_down_delay=20, polling_interval=5)
+    slow = SubscriberScaling(KEDA, min_scale=1, max_scale=8, target=4, scale_down_delay=60)
+    triggers = [({"name": "vision", "uid": "u2"}, slow), ({"name": "asr", "uid": "u1"}, fast)]
+    obj = scaled_object(("live", "Deployment", "gpu"), triggers, "http://eventferry-operator.eventferry-system:9090/")
+    assert obj["metadata"]["name"] == "eventferry-deployment-gpu"
+    assert [o["name"] for o in obj["metadata"]["ownerReferences"]] == ["asr", "vision"]
+    spec = obj["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gpu"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"], spec["pollingInterval"]) == \
+        (1, 8, 60, 5)
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"] == \
+        {"stabilizationWindowSeconds": 60}
+    metadata = spec["triggers"][0]["metadata"]
+    assert metadata["url"] == ("http://eventferry-operator.eventferry-system:9090/backlog/triggers/live"
+                               "?trigger=asr:2&trigger=vision:4")
+    assert (metadata["valueLocation"], metadata["targetValue"]) == ("replicas", "1")
+    backlog = {"live/asr": TriggerBacklog(waiting=3), "live/vision": TriggerBacklog(waiting=4, in_flight=2)}
+    assert replicas_metric(backlog, [("live/asr", 2), ("live/vision", 4)]) == (3.0, 9)  # 3/2 + 6/4

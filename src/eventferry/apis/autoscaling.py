@@ -11,9 +11,10 @@ ports by renaming the prefix; Knative's own prefix is read too, ours wins where 
   ``activation-lag-threshold`` (0: any lag wakes a source at zero), ``polling-interval`` (10 s),
   ``cooldown-period`` (30 s: how long the lag must stay low before replicas are removed).
 
-A Trigger (``SubscriberScaling``): ``class`` (``builtin`` or ``disabled``), ``min-scale`` (0),
+A Trigger (``SubscriberScaling``): ``class`` (``builtin``, ``keda`` or ``disabled``), ``min-scale`` (0),
 ``max-scale`` (50), ``target`` (10 events in flight per ready replica), ``scale-down-delay`` (30 s),
-``activation-timeout`` (600 s, Knative Serving's progress deadline) and ``workload``
+``activation-timeout`` (600 s, Knative Serving's progress deadline), ``polling-interval`` (10 s, KEDA's) and
+``workload``
 (``Deployment/<name>`` or ``StatefulSet/<name>``; default: the one whose pods the subscriber Service selects).
 """
 
@@ -124,13 +125,14 @@ def scaling_of(annotations: Mapping[str, str] | None) -> SourceScaling:
 
 # --- a Trigger's subscriber (beyond Knative: its workload scales with the Trigger's backlog) ------------------
 
-SUBSCRIBER_CLASS_VALUES: dict[str, ScalingClass] = {"builtin": BUILTIN, "disabled": DISABLED}
+SUBSCRIBER_CLASS_VALUES: dict[str, ScalingClass] = {"keda": KEDA, "builtin": BUILTIN, "disabled": DISABLED}
 SUBSCRIBER_NUMBERS: dict[str, tuple[str, int, int]] = {
     "min-scale": ("min_scale", 0, 0),
     "max-scale": ("max_scale", 50, 1),
     "target": ("target", 10, 1),
     "scale-down-delay": ("scale_down_delay", 30, 0),
     "activation-timeout": ("activation_timeout", 600, 1),
+    "polling-interval": ("polling_interval", 10, 1),
 }
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 WORKLOAD_PATTERN = "^(Deployment|StatefulSet)/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -150,6 +152,8 @@ class SubscriberScaling:
     activation_timeout: int = SUBSCRIBER_NUMBERS["activation-timeout"][1]
     """Seconds a subscriber woken from zero may take to have a ready endpoint; past it the broker stops
     holding its events (they take the normal retry and dead-letter path) and the Trigger says why."""
+    polling_interval: int = SUBSCRIBER_NUMBERS["polling-interval"][1]
+    """Class keda: seconds between KEDA's reads of the backlog (a subscriber at zero is woken at once anyway)."""
     workload: tuple[str, str] | None = None
     """(kind, name) named by the ``workload`` annotation; None: the workload whose pods the Service selects."""
 

@@ -34,7 +34,7 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
     metrics, health = OperatorMetrics(), OperatorHealth()
     api = ApiClient.from_environment()
     server = HealthServer(metrics, health, config.metrics_host, config.metrics_port,
-                          extra=BacklogEndpoint(api).routes())
+                          extra=BacklogEndpoint(api, config.system_namespace, config.report_stale_after).routes())
     try:
         await server.start()
     except BaseException:

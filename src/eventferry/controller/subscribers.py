@@ -1,4 +1,4 @@
-"""The built-in scaler of Trigger subscribers: a Trigger of autoscaling class ``builtin`` scales the workload
+"""The scaler of Trigger subscribers: a Trigger of autoscaling class ``builtin`` (or ``keda``) scales the workload
 behind its subscriber Service with its backlog in the broker, from zero, and the broker holds its events
 while that workload has no ready endpoint (``docs/autoscaling.md``).
 
@@ -7,7 +7,8 @@ Trigger) and every second for what time changes (the scale-down delay, the activ
 1. groups the autoscaled Triggers by workload (``resources/subscriber_scaling.workload_for``);
 2. adds up their backlogs from every data plane replica's report (``contract.activation.backlogs``) and
    decides the replicas (``decide``), set through the workload's ``scale`` subresource, with a ``Scaled``
-   Event on each of its Triggers and a counted decision;
+   Event on each of its Triggers and a counted decision; class keda: applies the workload's ScaledObject
+   (KEDA reads the same sum from ``/backlog/triggers/...``) and only wakes a workload at zero itself;
 3. counts the ready endpoints of each subscriber Service (EndpointSlices) and writes them, or a release
    after the activation timeout, into the endpoints ConfigMap that every data plane replica follows;
 4. keeps a report per Trigger, which the contract reconciler writes into the Trigger's status.
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from eventferry.apis.autoscaling import PREFIX
+from eventferry.apis.autoscaling import KEDA, PREFIX
 from eventferry.apis.meta import DEFAULT_NAMESPACE
 from eventferry.apis.trigger import Trigger
 from eventferry.contract.activation import (
@@ -40,7 +41,7 @@ from eventferry.controller.timing import wait_event
 from eventferry.controller.views import Key, deleting
 from eventferry.resources.conditions import false
 from eventferry.resources.names import PART_OF
-from eventferry.resources.scaling import Recommendations
+from eventferry.resources.scaling import KEDA_API_VERSION, Recommendations
 from eventferry.resources.status import SubscriberScaleReport
 from eventferry.resources.subscriber_scaling import (
     SUBSCRIBER_SCALED,
@@ -49,9 +50,13 @@ from eventferry.resources.subscriber_scaling import (
     WorkloadKey,
     WorkloadProblem,
     activation,
+    bounds,
     decide,
+    scaled_object,
+    scaled_object_name,
     workload_for,
 )
+from eventferry.resources.subset import holds
 
 if TYPE_CHECKING:
     from eventferry.controller.context import Context
@@ -94,6 +99,8 @@ class SubscriberScaler:
         self._reports: dict[Key, SubscriberScaleReport] = {}
         self._reported_at: dict[Key, float] = {}
         self._written: dict[str, SubscriberEndpoints] | None = None
+        self._scaled_objects: set[WorkloadKey] = set()
+        """Workloads whose ScaledObject this operator applied (class keda)."""
 
     def poke(self) -> None:
         self._wake.set()
@@ -146,6 +153,7 @@ class SubscriberScaler:
         for workload_key in [k for k in self._workloads if k not in groups]:
             del self._workloads[workload_key]
             self.ctx.metrics.forget_subscriber(*workload_key)
+            await self._forget_scaled_object(workload_key, None)
         await self._write_endpoints(endpoints)
         self._publish(reports, now)
 
@@ -199,45 +207,117 @@ class SubscriberScaler:
         label = f"{kind}/{name}"
         state = self._workloads.setdefault(workload_key, _Workload())
         demands = [Demand(backlog.get(trigger.key, TriggerBacklog()), trigger.scaling) for _, _, trigger in members]
+
+        def unscalable(reason: str, message: str) -> None:
+            for key, _, trigger in members:
+                reports[key] = SubscriberScaleReport(false(SUBSCRIBER_SCALED, reason, message), workload=label,
+                                                     message=message)
+                endpoints[trigger.key] = SubscriberEndpoints(released=True)  # nothing to wait for: deliver
+
+        classes = sorted({trigger.scaling.scaling_class for _, _, trigger in members})
+        if len(classes) > 1:
+            names = ", ".join(t.metadata.name for _, _, t in members)
+            unscalable("MixedAutoscalingClasses", f"the Triggers {names} scale {label} with different autoscaling "
+                                                  f"classes ({', '.join(classes)}): give them one")
+            return
         scale_path = resource_path("apps/v1", WORKLOAD_RESOURCES[kind], namespace, name, "scale")
         scale = await self.ctx.api.get(scale_path)
         if scale is None:
-            problem = WorkloadProblem("WorkloadNotFound", f"{label} does not exist in namespace {namespace}")
-            for key, _, trigger in members:
-                reports[key] = SubscriberScaleReport(false(SUBSCRIBER_SCALED, problem.reason, str(problem)),
-                                                     workload=label, message=str(problem))
-                endpoints[trigger.key] = SubscriberEndpoints(released=True)
+            unscalable("WorkloadNotFound", f"{label} does not exist in namespace {namespace}")
             self._resolved.pop(members[0][0], None)
             return
         current = int((scale.get("spec") or {}).get("replicas") or 0)
-        if not state.seen:
-            # What runs counts as just wanted: a restarted operator does not scale a busy workload down early.
-            state.history.add(now, current, max(t.scaling.scale_down_delay for _, _, t in members))
-            state.seen = True
-        decision = decide(demands, current, state.history, now)
-        if decision.replicas != current:
-            await self.ctx.api.merge_patch(scale_path, {"spec": {"replicas": decision.replicas}})
-            direction = "up" if decision.replicas > current else "down"
-            self.ctx.metrics.scaling_decisions.labels("Subscriber", direction).inc()
-            message = f"{label} scaled from {current} to {decision.replicas}: {decision.reason}"
-            log.info("Trigger(s) %s: %s", ", ".join(t.key for _, _, t in members), message)
-            for _, body, _ in members:
-                await self.ctx.events.post(body, "Normal", "Scaled", message)
-        state.replicas = decision.replicas
-        ref_names = {t.spec.subscriber.ref.name for _, _, t in members if t.spec.subscriber.ref is not None}
-        ready = sum(self.ctx.views.ready_endpoints(namespace, service) for service in ref_names)
-        if ready > 0 or decision.replicas == 0:
+        if classes == [KEDA]:
+            problem = await self._apply_scaled_object(workload_key, members)
+            if problem is not None:
+                unscalable(*problem)
+                return
+            replicas, reason = current, f"ScaledObject {scaled_object_name(kind, name)} (KEDA) sets the replicas"
+            if current == 0 and any(d.backlog.total for d in demands):
+                # KEDA would wake it at its next poll; a held event should not wait for that.
+                replicas, reason = max(1, bounds(demands)[0]), "woken from zero by a held event; KEDA takes over"
+        else:
+            await self._forget_scaled_object(workload_key, state)
+            if not state.seen:
+                # What runs counts as just wanted: a restarted operator does not scale a busy workload down early.
+                state.history.add(now, current, bounds(demands)[2])
+            decision = decide(demands, current, state.history, now)
+            replicas, reason = decision.replicas, decision.reason
+        state.seen = True
+        if replicas != current:
+            await self._set_replicas(scale_path, label, current, replicas, reason, members)
+        state.replicas = replicas
+        self._observe(workload_key, state, members, demands, replicas, reason, now, reports, endpoints)
+
+    async def _set_replicas(self, scale_path: str, label: str, current: int, replicas: int, reason: str,
+                            members: list[tuple[Key, dict[str, Any], Trigger]]) -> None:
+        await self.ctx.api.merge_patch(scale_path, {"spec": {"replicas": replicas}})
+        direction = "up" if replicas > current else "down"
+        self.ctx.metrics.scaling_decisions.labels("Subscriber", direction).inc()
+        message = f"{label} scaled from {current} to {replicas}: {reason}"
+        log.info("Trigger(s) %s: %s", ", ".join(t.key for _, _, t in members), message)
+        for _, body, _ in members:
+            await self.ctx.events.post(body, "Normal", "Scaled", message)
+
+    def _observe(self, workload_key: WorkloadKey, state: _Workload, members: list[tuple[Key, dict[str, Any], Trigger]],
+                 demands: list[Demand], replicas: int, reason: str, now: float,
+                 reports: dict[Key, SubscriberScaleReport], endpoints: dict[str, SubscriberEndpoints]) -> None:
+        """The subscriber's ready endpoints, the activation state of each Trigger, and their reports."""
+        namespace, kind, name = workload_key
+        label = f"{kind}/{name}"
+        services = {t.spec.subscriber.ref.name for _, _, t in members if t.spec.subscriber.ref is not None}
+        ready = sum(self.ctx.views.ready_endpoints(namespace, service) for service in services)
+        if ready > 0 or replicas == 0:
             state.unready_since = None
         elif state.unready_since is None:
             state.unready_since = now
         unready_for = None if state.unready_since is None else now - state.unready_since
-        self.ctx.metrics.subscriber_scaling(namespace, label, decision.replicas, ready)
+        self.ctx.metrics.subscriber_scaling(namespace, label, replicas, ready)
         for (key, _, trigger), demand in zip(members, demands, strict=True):
             held = demand.backlog.waiting + demand.backlog.parked
-            state_of = activation(label, ready, decision.replicas, unready_for, trigger.scaling.activation_timeout)
+            state_of = activation(label, ready, replicas, unready_for, trigger.scaling.activation_timeout)
             endpoints[trigger.key] = SubscriberEndpoints(ready=ready, released=state_of.released)
-            reports[key] = SubscriberScaleReport(state_of.condition, workload=label, desired=decision.replicas,
-                                                 ready=ready, held=held, message=decision.reason)
+            reports[key] = SubscriberScaleReport(state_of.condition, workload=label, desired=replicas,
+                                                 ready=ready, held=held, message=reason)
+
+    async def _apply_scaled_object(self, workload_key: WorkloadKey,
+                                   members: list[tuple[Key, dict[str, Any], Trigger]]) -> tuple[str, str] | None:
+        """Applies the workload's ScaledObject when the stored one lacks what it should hold; a problem else."""
+        if self.ctx.config.backlog_url is None:
+            return ("BacklogEndpointNotConfigured", "KEDA reads the Triggers' backlog from the operator's /backlog "
+                    "endpoint: run the operator with --backlog-url (the chart sets it)")
+        wanted = scaled_object(workload_key, [(body["metadata"], t.scaling) for _, body, t in members],
+                               self.ctx.config.backlog_url)
+        path = resource_path(KEDA_API_VERSION, "scaledobjects", workload_key[0], wanted["metadata"]["name"])
+        try:
+            current = await self.ctx.api.get(path)
+            if current is None or not holds(current, wanted):
+                await self.ctx.api.apply(path, wanted)
+        except ApiError as error:
+            if error.status == 404:
+                return ("KEDANotInstalled", f"the API server does not know ScaledObject ({KEDA_API_VERSION}): "
+                        "install KEDA, or set the annotation autoscaling.eventferry.dev/class to builtin")
+            return ("ScaledObjectNotApplied", f"ScaledObject {wanted['metadata']['name']}: {error}")
+        self._scaled_objects.add(workload_key)
+        return None
+
+    async def _forget_scaled_object(self, workload_key: WorkloadKey, state: _Workload | None) -> None:
+        """Deletes the workload's ScaledObject once its Triggers no longer use KEDA (on the first pass after a
+        restart too, when the operator cannot know whether one was left)."""
+        if workload_key not in self._scaled_objects and (state is None or state.seen):
+            return
+        namespace, kind, name = workload_key
+        path = resource_path(KEDA_API_VERSION, "scaledobjects", namespace, scaled_object_name(kind, name))
+        try:
+            await self.ctx.api.request("DELETE", path)
+            log.info("deleted ScaledObject %s/%s: %s/%s is no longer scaled by KEDA", namespace,
+                     scaled_object_name(kind, name), kind, name)
+        except ApiError as error:
+            if error.status != 404:
+                log.warning("deleting ScaledObject %s/%s failed: %s", namespace, scaled_object_name(kind, name),
+                            error)
+                return
+        self._scaled_objects.discard(workload_key)
 
     async def _write_endpoints(self, endpoints: dict[str, SubscriberEndpoints]) -> None:
         if endpoints == self._written:

@@ -6,6 +6,9 @@
   highest ``min-scale`` and the highest ``max-scale`` of its Triggers, at least one while any event is held.
 - Up at once; down only to the highest count wanted within the scale-down delay (``Recommendations``, as
   the sources' built-in engine), and never below what the events in flight need (``decide``).
+- Class ``keda``: a ScaledObject per workload (``scaled_object``), owned by its Triggers, whose ``metrics-api``
+  trigger reads ``sum(backlog / target)`` from the operator (``/backlog/triggers/...``) at a target of 1, so
+  KEDA's HPA asks for the same replicas; the operator still wakes a workload at zero at once.
 - A subscriber woken from zero that has no ready endpoint after its activation timeout is released: the
   broker stops holding its events, which then take the normal retry and dead-letter path
   (``activation``), and the Trigger's ``SubscriberScaled`` condition says why.
@@ -19,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventferry.apis.autoscaling import WORKLOAD_KINDS, SubscriberScaling
+from eventferry.apis.meta import API_VERSION
 from eventferry.contract.activation import TriggerBacklog
 from eventferry.resources.conditions import Cond, false, true, unknown
-from eventferry.resources.scaling import Decision, Recommendations
+from eventferry.resources.names import PART_OF
+from eventferry.resources.scaling import KEDA_API_VERSION, Decision, Recommendations
 
 SUBSCRIBER_SCALED = "SubscriberScaled"
 WorkloadKey = tuple[str, str, str]  # namespace, kind, name
@@ -111,6 +116,53 @@ def decide(demands: Sequence[Demand], current: int, history: Recommendations, no
         replicas = min(current, in_flight)
         why += f"; held at {replicas} while events are in flight"
     return Decision(replicas, wanted, why)
+
+
+def scaled_object_name(kind: str, name: str) -> str:
+    return f"eventferry-{kind.lower()}-{name}"[:253]
+
+
+def backlog_query(triggers: Iterable[tuple[str, int]]) -> str:
+    """The query naming each Trigger and its target, read by the operator's ``/backlog/triggers/<ns>``."""
+    return "&".join(f"trigger={name}:{target}" for name, target in sorted(triggers))
+
+
+def scaled_object(workload: WorkloadKey, triggers: Sequence[tuple[Mapping[str, Any], SubscriberScaling]],
+                  backlog_url: str) -> dict[str, Any]:
+    """The ScaledObject of class ``keda``: KEDA scales ``workload`` to ``ceil(sum(backlog / target))`` replicas of its
+    Triggers (``triggers``: each one's metadata and scaling), which own it (it goes with the last of them)."""
+    namespace, kind, name = workload
+    low, high, delay = bounds([Demand(TriggerBacklog(), scaling) for _, scaling in triggers])
+    polling = min(scaling.polling_interval for _, scaling in triggers)
+    query = backlog_query((str(meta["name"]), scaling.target) for meta, scaling in triggers)
+    owners = [{"apiVersion": API_VERSION, "kind": "Trigger", "name": meta["name"], "uid": meta["uid"]}
+              for meta, _ in sorted(triggers, key=lambda item: str(item[0]["name"]))]
+    return {
+        "apiVersion": KEDA_API_VERSION, "kind": "ScaledObject",
+        "metadata": {"name": scaled_object_name(kind, name), "namespace": namespace,
+                     "labels": {**PART_OF, "eventferry.dev/workload": f"{kind}.{name}"[:63]},
+                     "ownerReferences": owners},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": name},
+            "minReplicaCount": low, "maxReplicaCount": high, "pollingInterval": polling, "cooldownPeriod": delay,
+            # The HPA's scale-down follows the delay too (its own default would wait 5 minutes).
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": delay}}}},
+            "triggers": [{"type": "metrics-api", "name": "backlog", "metadata": {
+                "url": f"{backlog_url.rstrip('/')}/backlog/triggers/{namespace}?{query}", "format": "json",
+                "valueLocation": "replicas", "targetValue": "1", "activationTargetValue": "0"}}],
+        },
+    }
+
+
+def replicas_metric(backlog: Mapping[str, TriggerBacklog], triggers: Iterable[tuple[str, int]]) -> tuple[float, int]:
+    """(sum(backlog / target), backlog): what ``/backlog/triggers/<ns>`` answers KEDA for ``triggers`` (key, target)."""
+    value, total = 0.0, 0
+    for key, target in triggers:
+        held = backlog.get(key, TriggerBacklog()).total
+        value += held / target
+        total += held
+    return round(value, 3), total
 
 
 @dataclass(frozen=True)
