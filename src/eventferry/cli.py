@@ -17,6 +17,7 @@ from eventferry import __version__
 # Subcommand name -> module under eventferry.commands. One line per command.
 COMMANDS: dict[str, str] = {
     "run": "run",
+    "demo": "demo",
     "send": "send",
     "broker": "broker",
     "crds": "crds",

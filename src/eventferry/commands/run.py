@@ -50,43 +50,28 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from eventferry.dataplane.dataplane import DataPlane
-    from eventferry.dataplane.server import Server, stop_on_signals
+    from eventferry.dataplane.server import stop_on_signals
+    from eventferry.embedded.local import CannotListen, local_broker
     from eventferry.embedded.manifests import ManifestError
-    from eventferry.embedded.runtime import Embedded
 
     try:
         services = parse_services(args.service)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    settings = dataplane_settings(args)
-    bootstrap = settings.kafka_bootstrap_servers
-    dataplane = DataPlane(settings)
-    from eventferry.embedded.display import ROUTES
-
-    server = Server(dataplane, args.host, args.port, ROUTES if args.display else ())
-    embedded = Embedded([Path(p) for p in args.filename], server, services, bootstrap, display=args.display)
-    try:
-        await embedded.load()
-    except ManifestError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     stop = asyncio.Event()
     stop_on_signals(stop)
     try:
-        await server.start()
-    except OSError as error:
-        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; choose another --port",
-              file=sys.stderr)
+        async with local_broker([Path(p) for p in args.filename], args.host, args.port, services,
+                                dataplane_settings(args), display=args.display) as embedded:
+            for line in embedded.addresses():
+                print(line, flush=True)
+            print(f"ready: http://{args.host}:{embedded.server.port}/readyz (Ctrl-C to stop)", flush=True)
+            await embedded.watch(stop)
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except CannotListen as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    try:
-        await embedded.apply_current()
-        for line in embedded.addresses():
-            print(line, flush=True)
-        print(f"ready: http://{args.host}:{server.port}/readyz (Ctrl-C to stop)", flush=True)
-        await embedded.watch(stop)
-    finally:
-        await embedded.close()
-        await server.stop()
     return 0
