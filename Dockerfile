@@ -1,9 +1,11 @@
 # One image for every component: `eventferry operator | broker | adapter kafka | adapter rocketmq`.
+# `--build-arg EXTRAS='[examples]'` adds the live-stream example services (examples/live-stream/services).
 FROM python:3.11-slim AS build
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install ".${EXTRAS}"
 
 FROM python:3.11-slim
 COPY --from=build /install /usr/local

@@ -18,6 +18,9 @@ from eventferry.apis.meta import DEFAULT_NAMESPACE, GROUP
 from eventferry.apis.trigger import Trigger
 
 SUFFIXES = (".yaml", ".yml", ".json")
+# What an example ships beside its Triggers for a cluster (its subscribers' workloads): nothing to run
+# here, where Service refs map to URLs instead (--service).
+CLUSTER_WORKLOADS = {("apps/v1", "Deployment"), ("v1", "Service")}
 
 
 class ManifestError(ValueError):
@@ -32,6 +35,7 @@ class Manifests:
     sources: list[dict[str, Any]] = field(default_factory=list)  # KafkaSource / RocketMQSource documents
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (ns, name) -> key -> value
     ignored: list[str] = field(default_factory=list)
+    cluster_workloads: list[str] = field(default_factory=list)
 
 
 def manifest_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -80,6 +84,8 @@ def load_manifests(paths: Iterable[str | Path]) -> Manifests:
                     result.config_maps[key] = {str(k): str(v) for k, v in (doc.get("data") or {}).items()}
                 elif kind == "Secret" and api_version == "v1":
                     result.secrets[(metadata["namespace"], metadata.get("name", ""))] = _secret_values(doc, where)
+                elif (api_version, kind) in CLUSTER_WORKLOADS:
+                    result.cluster_workloads.append(f"{where}: {kind} {metadata.get('name')!r}")
                 elif api_version.split("/")[0] != GROUP:
                     result.ignored.append(f"{where}: {kind} ({api_version or 'no apiVersion'})")
                 elif kind == "Broker":

@@ -45,6 +45,9 @@ class Embedded:
         self.manifests = load_manifests(self.paths)
         for item in self.manifests.ignored:
             log.warning("ignored (not an eventferry.dev manifest or a ConfigMap): %s", item)
+        if self.manifests.cluster_workloads:
+            log.info("%d Deployment and Service manifest(s) not run here (a cluster's workloads; Service refs map "
+                     "to --service URLs)", len(self.manifests.cluster_workloads))
 
     def _file_stamps(self) -> dict[Path, float]:
         stamps = {}
