@@ -38,7 +38,7 @@ from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.servers import KubeAPI
 
-from eventferry.commands.crds import render
+from eventferry.commands.crds import render_all
 
 EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
 API = "/apis/eventferry.dev/v1alpha1"
@@ -150,7 +150,7 @@ async def timed_ready(api: Api, namespace: str, count: int) -> float:
 async def scenario(kube: KubeAPI, work: Path, triggers: int) -> dict[str, float]:
     api = Api(kube)
     try:
-        kubectl(kube, "apply", "-f", "-", stdin="---\n".join(render().values()))
+        kubectl(kube, "apply", "-f", "-", stdin=render_all())
         kubectl(kube, "wait", "--for=condition=Established", "--timeout=60s", "crd/triggers.eventferry.dev",
                 "crd/brokers.eventferry.dev")
         for namespace in (SYSTEM, "baseline", "bench-100", "bench-n"):

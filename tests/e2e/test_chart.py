@@ -10,12 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from eventferry.commands.crds import render
+from eventferry.commands.crds import ADMISSION_POLICIES_FILE, render, render_admission_policies
 from tests.env import provision
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "eventferry"
-POLICY = "eventferry.dev_admission-policies.yaml"
 
 
 def helm(*args: str) -> str:
@@ -31,16 +30,16 @@ def rendered(*args: str) -> list[dict[str, Any]]:
 
 @pytest.mark.unit
 def test_chart_crds_match_generated() -> None:
-    generated = render()
-    crds = {name: text for name, text in generated.items() if name != POLICY}
+    crds = render()
     chart_crds = {p.name: p.read_text() for p in sorted((CHART / "crds").iterdir())}
     assert set(chart_crds) == set(crds), "charts/eventferry/crds/ must hold exactly the generated CRDs"
     for name, text in crds.items():
         assert chart_crds[name] == text, f"charts/eventferry/crds/{name} drifted: copy crds/{name} again"
         assert (ROOT / "crds" / name).read_text() == text
     assert all(yaml.safe_load(t)["kind"] == "CustomResourceDefinition" for t in chart_crds.values())
-    # The admission policy is no CRD: the chart renders it from files/, which must match too.
-    assert (CHART / "files" / "admission-policies.yaml").read_text() == generated[POLICY]
+    # The admission policies are no CRDs: the chart renders them from files/, which must match too.
+    assert (CHART / "files" / "admission-policies.yaml").read_text() == render_admission_policies(), \
+        f"charts/eventferry/files/admission-policies.yaml drifted: copy {ADMISSION_POLICIES_FILE} again"
 
 
 @pytest.mark.e2e

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 import yaml
 
+from eventferry.commands.crds import render_admission_policies
 from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.process import ManagedProcess
@@ -339,10 +340,11 @@ def world(kube_api: KubeAPI, tmp_path: Path) -> Iterator[tuple[Cluster, Pods, Su
 
 
 def adopt_cluster_objects(cluster: Cluster) -> None:
-    """The admission policy may exist already, applied from crds/ by kubectl (tests/integration share the
-    session's API server): Helm's documented adoption, its ownership label and annotations."""
-    for what in ("validatingadmissionpolicy", "validatingadmissionpolicybinding"):
-        resource = f"{what}/broker-class-immutable.eventferry.dev"
+    """The admission policies may exist already, applied by kubectl from config/admission-policies.yaml
+    (``Cluster.install`` of tests sharing the session's API server): Helm's documented adoption, its
+    ownership label and annotations."""
+    for policy in yaml.safe_load_all(render_admission_policies()):
+        resource = f"{policy['kind'].lower()}/{policy['metadata']['name']}"
         found = cluster.get("", resource)
         if found is not None and "meta.helm.sh/release-name" not in (found["metadata"].get("annotations") or {}):
             cluster.ok("label", "--overwrite", resource, "app.kubernetes.io/managed-by=Helm")
@@ -364,7 +366,7 @@ def test_live_stream_from_kafka_and_rocketmq_through_the_chart(
     suffix = uuid.uuid4().hex[:8]
     ns, kafka_topic, rocketmq_topic = f"live-{suffix}", f"video-frames-{suffix}", f"live-comments-{suffix}"
 
-    # 1. The chart, installed as a user would (CRDs from crds/, templates, RBAC, the admission policy).
+    # 1. The chart, installed as a user would (CRDs from crds/, templates, RBAC, the admission policies).
     adopt_cluster_objects(cluster)
     helm = subprocess.run([
         str(provision.HELM.ensure()), "upgrade", "--install", RELEASE, str(CHART), "--namespace", SYSTEM,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from eventferry.apis import KINDS
-from eventferry.commands.crds import render
+from eventferry.commands.crds import render_all
 from tests.env import provision
 from tests.env.servers import KubeAPI
 
@@ -39,7 +39,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
 
 @pytest.fixture(scope="module")
 def kube(kube_api: KubeAPI) -> KubeAPI:
-    ok(kubectl(kube_api, "apply", "-f", "-", stdin="---\n".join(render().values())))
+    ok(kubectl(kube_api, "apply", "-f", "-", stdin=render_all()))
     ok(kubectl(kube_api, "wait", "--for=condition=Established", "--timeout=60s",
                *(f"crd/{plural}.eventferry.dev" for plural in PLURALS)))
     return kube_api

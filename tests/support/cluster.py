@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from eventferry.apis.meta import GROUP, PLURALS
-from eventferry.commands.crds import render
+from eventferry.commands.crds import render_all
 from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.process import ManagedProcess
@@ -83,8 +83,8 @@ class Cluster:
         return items
 
     def install(self) -> None:
-        """The generated CRDs (and admission policies) applied and Established, and the system namespace."""
-        self.ok("apply", "-f", "-", stdin="---\n".join(render().values()))
+        """The generated CRDs and admission policies applied (CRDs Established), and the system namespace."""
+        self.ok("apply", "-f", "-", stdin=render_all())
         self.ok("wait", "--for=condition=Established", "--timeout=60s",
                 *(f"crd/{plural}.{GROUP}" for plural in PLURALS.values()))
         if self.get("", f"namespace/{SYSTEM}") is None:

@@ -1,4 +1,5 @@
-"""crds/ is what the models generate, and what they generate is a structural schema."""
+"""crds/ and config/admission-policies.yaml are what the models generate, and what they generate is a
+structural schema."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 import yaml
 
 from eventferry.apis.crds import custom_resource_definitions
-from eventferry.commands.crds import FILE_PREFIX, render
+from eventferry.commands.crds import ADMISSION_POLICIES_FILE, FILE_PREFIX, render, render_admission_policies
 
 pytestmark = pytest.mark.unit
 
-CRDS_DIR = Path(__file__).resolve().parents[2] / "crds"
+ROOT = Path(__file__).resolve().parents[2]
+CRDS_DIR = ROOT / "crds"
 FORBIDDEN = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "title", "propertyNames", "const"}
 
 
@@ -49,8 +51,25 @@ def test_crds_directory_matches_the_models() -> None:
     )
 
 
+def test_crds_directory_holds_only_custom_resource_definitions() -> None:
+    """`kubectl apply -f crds/` before `helm install` must create nothing the chart's templates create,
+    or Helm refuses to install objects it does not own."""
+    for path in sorted(CRDS_DIR.iterdir()):
+        kinds = {doc["kind"] for doc in yaml.safe_load_all(path.read_text()) if doc}
+        assert kinds == {"CustomResourceDefinition"}, f"crds/{path.name} holds {kinds}"
+
+
+def test_admission_policies_file_matches_the_models() -> None:
+    assert (ROOT / ADMISSION_POLICIES_FILE).read_text() == render_admission_policies(), (
+        f"{ADMISSION_POLICIES_FILE} is out of date with eventferry.apis: run `eventferry crds` at the repository "
+        "root and commit the result"
+    )
+    kinds = {doc["kind"] for doc in yaml.safe_load_all(render_admission_policies())}
+    assert kinds == {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
 def test_rendered_files_are_plain_yaml_without_anchors() -> None:
-    for name, text in render().items():
+    for name, text in [*render().items(), (ADMISSION_POLICIES_FILE, render_admission_policies())]:
         assert "&id" not in text and "*id" not in text, name
         assert all(isinstance(doc, dict) for doc in yaml.safe_load_all(text)), name
 
