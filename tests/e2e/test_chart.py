@@ -1,24 +1,36 @@
-"""The Helm chart: its CRD copies match the generated ones, and ``helm lint`` / ``helm template`` pass."""
+"""The Helm chart: its CRD and policy copies match the generated ones, its values schema refuses what it
+should, ``helm lint`` / ``helm template`` pass, and the optional objects (monitors, dashboard, disruption
+budgets, network policies) render and select what exists."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.metrics import MetricWrapperBase
 
+from eventferry.adapters.metrics import AdapterMetrics
 from eventferry.commands.crds import ADMISSION_POLICIES_FILE, render, render_admission_policies
+from eventferry.controller.metrics import OperatorMetrics
+from eventferry.dataplane.metrics import BrokerMetrics
 from tests.env import provision
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "eventferry"
+OVERLAYS = ("values-kind.yaml", "values-ack.yaml")
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(provision.HELM.ensure()), *args], capture_output=True, text=True, timeout=120)
 
 
 def helm(*args: str) -> str:
-    done = subprocess.run([str(provision.HELM.ensure()), *args], capture_output=True, text=True, timeout=120)
+    done = run_helm(*args)
     assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -26,6 +38,10 @@ def helm(*args: str) -> str:
 def rendered(*args: str) -> list[dict[str, Any]]:
     text = helm("template", "ef", str(CHART), "--namespace", "eventferry-system", *args)
     return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
 @pytest.mark.unit
@@ -42,9 +58,222 @@ def test_chart_crds_match_generated() -> None:
         f"charts/eventferry/files/admission-policies.yaml drifted: copy {ADMISSION_POLICIES_FILE} again"
 
 
+# --- the values schema -------------------------------------------------------------------------------------
+
+def schema_nodes(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    nodes = [(path, node)]
+    for name, child in node.get("properties", {}).items():
+        nodes += schema_nodes(child, f"{path}.{name}")
+    return nodes
+
+
+@pytest.mark.unit
+def test_values_schema_closes_every_level_and_describes_every_default() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path, node in schema_nodes(schema):
+        if "properties" in node:
+            assert node["additionalProperties"] is False, f"{path or '.'} must refuse unknown keys"
+
+    def check(values: Any, node: dict[str, Any], path: str) -> None:
+        if isinstance(values, dict) and "properties" in node:
+            assert set(values) == set(node["properties"]), f"{path}: values.yaml and the schema name other keys"
+            for key, value in values.items():
+                check(value, node["properties"][key], f"{path}.{key}")
+
+    check(yaml.safe_load((CHART / "values.yaml").read_text()), schema, "")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("overlay", [None, *OVERLAYS])
+def test_defaults_and_overlays_pass_the_schema(overlay: str | None) -> None:
+    assert rendered(*(["-f", str(CHART / overlay)] if overlay else []))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("setting", "named"), [
+    ("broker.replicas=lots", r"'/broker/replicas': got string, want integer"),
+    ("broker.replicaz=2", r"'/broker': additional properties 'replicaz' not allowed"),
+    ("broker.role=both", r"'/broker/role': value must be one of"),
+    ("image.pullPolicy=Sometimes", r"'/image/pullPolicy': value must be one of"),
+    ("metrics.serviceMonitor.enabeld=true", r"'/metrics/serviceMonitor': additional properties 'enabeld'"),
+    ("operator.metricsPort=0", r"'/operator/metricsPort'"),
+])
+def test_a_wrong_value_fails_with_the_value_named(setting: str, named: str) -> None:
+    for command in ("template", "lint"):
+        args = [command, *(["ef"] if command == "template" else []), str(CHART), "--set", setting]
+        done = run_helm(*args)
+        assert done.returncode != 0, f"helm {command} accepted {setting}"
+        assert re.search(named, done.stderr + done.stdout), done.stderr + done.stdout
+
+
+# --- monitoring --------------------------------------------------------------------------------------------
+
+def exposed_metrics() -> dict[str, set[str]]:
+    """Name -> label names of every series the broker, the operator and the adapters expose, as
+    Prometheus sees them (a counter's ``_total``, a histogram's ``_bucket``/``_sum``/``_count``)."""
+    exposed: dict[str, set[str]] = {}
+    for owner in (BrokerMetrics(), OperatorMetrics(), AdapterMetrics("kafka", "ns", "source")):
+        for metric in vars(owner).values():
+            if not isinstance(metric, MetricWrapperBase):
+                continue
+            name, kind, labels = metric._name, metric._type, set(metric._labelnames)
+            suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}[kind or ""]
+            for suffix in suffixes:
+                exposed[name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    return exposed
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads((CHART / "dashboards" / "eventferry.json").read_text())
+    queries = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    queries += [variable["definition"] for variable in dashboard["templating"]["list"] if "definition" in variable]
+    return queries
+
+
+# Labels Prometheus adds to every scraped series (the ServiceMonitors' and PodMonitor's targets).
+TARGET_LABELS = {"pod", "instance", "job", "service", "container", "endpoint", "namespace"}
+
+
+@pytest.mark.unit
+def test_dashboard_queries_only_metrics_and_labels_the_code_exposes() -> None:
+    exposed = exposed_metrics()
+    queried: set[str] = set()
+    for query in dashboard_queries():
+        names = re.findall(r"\b(eventferry_[a-z0-9_]+)", query)
+        assert names, query
+        unknown = [name for name in names if name not in exposed]
+        assert not unknown, f"the dashboard queries {unknown}, which no code exposes: {query}"
+        queried.update(names)
+        allowed = set().union(*(exposed[name] for name in names)) | TARGET_LABELS
+        for matchers in re.findall(r"eventferry_[a-z0-9_]+\{([^}]*)\}", query):
+            for label in re.findall(r"([a-z_]+)\s*=~?", matchers):
+                assert label in allowed, f"{label} is no label of the metric: {query}"
+        for grouping in re.findall(r"\bby \(([^)]*)\)", query):
+            for label in (part.strip() for part in grouping.split(",")):
+                assert label in allowed, f"grouped by {label}, which the metrics lack: {query}"
+    # Every component has panels: the broker, the operator and the adapters.
+    for prefix in ("eventferry_broker_", "eventferry_trigger_", "eventferry_operator_", "eventferry_adapter_"):
+        assert any(name.startswith(prefix) for name in queried), prefix
+    for needed in ("eventferry_trigger_dispatch_seconds_bucket", "eventferry_trigger_events_retried_total",
+                   "eventferry_trigger_events_waiting", "eventferry_trigger_oldest_wait_seconds",
+                   "eventferry_operator_scaling_decisions_total", "eventferry_operator_contract_bytes",
+                   "eventferry_operator_subscriber_desired_replicas", "eventferry_operator_subscriber_ready_endpoints"):
+        assert needed in queried, needed
+
+
+@pytest.mark.unit
+def test_monitoring_is_off_by_default() -> None:
+    kinds = {d["kind"] for d in rendered()}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "NetworkPolicy", "PodDisruptionBudget"}
+    assert not [d for d in rendered() if d["kind"] == "ConfigMap"]
+
+
+@pytest.mark.unit
+def test_monitors_select_the_services_and_pods_that_exist() -> None:
+    docs = rendered("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
+                    "--set-json", 'metrics.serviceMonitor.labels={"release":"kube-prometheus-stack"}')
+    services = of_kind(docs, "Service")
+    monitors = of_kind(docs, "ServiceMonitor")
+    assert set(monitors) == {"ef-eventferry-broker", "ef-eventferry-operator"}
+    scraped = set()
+    for monitor in monitors.values():
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["eventferry-system"]}
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        [service] = [s for s in services.values() if selector.items() <= s["metadata"]["labels"].items()]
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics" and endpoint["honorLabels"] is True
+        assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+        scraped.add(service["metadata"]["name"])
+    assert scraped == {"eventferry-broker-ingress", "ef-eventferry-operator"}
+
+    # The PodMonitor selects the labels and the port of the adapter Deployments the operator writes.
+    from eventferry.apis.kafkasource import KafkaSource
+    from eventferry.resources.adapter import AdapterSettings, adapter_deployment
+
+    source = KafkaSource.model_validate({
+        "apiVersion": "eventferry.dev/v1alpha1", "kind": "KafkaSource",
+        "metadata": {"name": "frames", "namespace": "live", "uid": "0f0f"},
+        "spec": {"bootstrapServers": ["kafka:9092"], "topics": ["frames"], "sink": {"uri": "http://sink"}}})
+    pod = adapter_deployment(source, sink_uri="http://sink", delivery=None,
+                             settings=AdapterSettings(image="eventferry"))["spec"]["template"]
+    [pod_monitor] = of_kind(docs, "PodMonitor").values()
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    [endpoint] = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in {port["name"] for port in pod["spec"]["containers"][0]["ports"]}
+
+    only_live = rendered("--set", "metrics.podMonitor.enabled=true", "--set", "metrics.podMonitor.namespaces={live}")
+    assert next(iter(of_kind(only_live, "PodMonitor").values()))["spec"]["namespaceSelector"] == \
+        {"matchNames": ["live"]}
+
+
+@pytest.mark.unit
+def test_the_dashboard_ships_as_a_configmap_for_grafanas_sidecar() -> None:
+    docs = rendered("--set", "metrics.dashboard.enabled=true", "--set", "metrics.dashboard.namespace=monitoring")
+    [config_map] = of_kind(docs, "ConfigMap").values()
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(config_map["data"]["eventferry.json"]) == \
+        json.loads((CHART / "dashboards" / "eventferry.json").read_text())
+
+
+# --- disruption budgets and network policies ---------------------------------------------------------------
+
+@pytest.mark.unit
+def test_disruption_budgets_select_their_component() -> None:
+    docs = rendered("--set", "operator.podDisruptionBudget.enabled=true", "--set", "operator.replicas=2",
+                    "--set", "broker.podDisruptionBudget.enabled=true",
+                    "--set", "broker.podDisruptionBudget.maxUnavailable=50%")
+    budgets = of_kind(docs, "PodDisruptionBudget")
+    deployments = of_kind(docs, "Deployment")
+    assert budgets["ef-eventferry-operator"]["spec"]["minAvailable"] == 1
+    assert budgets["ef-eventferry-broker"]["spec"]["maxUnavailable"] == "50%"
+    assert "minAvailable" not in budgets["ef-eventferry-broker"]["spec"]
+    for component in ("operator", "broker"):
+        selector = budgets[f"ef-eventferry-{component}"]["spec"]["selector"]["matchLabels"]
+        matched = [name for name, d in deployments.items()
+                   if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert matched == [f"ef-eventferry-{component}"]
+
+
+def port_names(deployment: dict[str, Any]) -> set[str]:
+    return {port["name"] for port in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+
+
+@pytest.mark.unit
+def test_network_policies_open_only_the_ports_the_components_serve() -> None:
+    docs = rendered("--set", "networkPolicy.enabled=true")
+    policies = of_kind(docs, "NetworkPolicy")
+    deployments = of_kind(docs, "Deployment")
+    assert set(policies) == {"ef-eventferry-broker", "ef-eventferry-operator"}
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    keda = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}}}
+    for component, port, peers in (("broker", "http", [{"namespaceSelector": {}}, monitoring]),
+                                   ("operator", "metrics", [keda, monitoring])):
+        spec = policies[f"ef-eventferry-{component}"]["spec"]
+        pod_labels = deployments[f"ef-eventferry-{component}"]["spec"]["template"]["metadata"]["labels"]
+        assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+        assert spec["policyTypes"] == ["Ingress"]  # egress stays open: subscribers can be anywhere
+        [rule] = spec["ingress"]
+        assert rule["ports"] == [{"port": port, "protocol": "TCP"}]
+        assert port in port_names(deployments[f"ef-eventferry-{component}"])
+        assert rule["from"] == peers
+
+    # Named producers only; and no peer at all means nobody, not everybody.
+    producers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "live"}}}]
+    narrowed = of_kind(rendered("--set", "networkPolicy.enabled=true", "--set-json",
+                                f"networkPolicy.brokerIngressFrom={json.dumps(producers)}"), "NetworkPolicy")
+    assert narrowed["ef-eventferry-broker"]["spec"]["ingress"][0]["from"] == [*producers, monitoring]
+    closed = of_kind(rendered("--set-json", 'networkPolicy={"enabled":true,"operatorFrom":[],"monitoringFrom":[]}'),
+                     "NetworkPolicy")
+    assert closed["ef-eventferry-operator"]["spec"]["ingress"] == []
+
+
 @pytest.mark.e2e
 def test_helm_lint_passes_with_every_values_file() -> None:
-    for values in (None, "values-kind.yaml", "values-ack.yaml"):
+    for values in (None, *OVERLAYS):
         out = helm("lint", "--strict", str(CHART), *(["-f", str(CHART / values)] if values else []))
         assert "0 chart(s) failed" in out
 
