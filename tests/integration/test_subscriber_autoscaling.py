@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.env.servers import Kafka, KubeAPI, KubeControllers
+from tests.env.servers import Kafka, Keda, KubeAPI, KubeControllers
 from tests.support.cluster import Cluster, condition_of, manifest
 from tests.support.loopback_dns import LoopbackServices
 from tests.support.subscriber import Subscriber, Subscribers
@@ -279,5 +279,47 @@ async def test_a_kafka_broker_restarted_during_a_hold_loses_nothing(
                           lambda: pods.log_tails() + cluster.logs())
         assert {e["id"] for e in got} == set(ids)
         assert dead_letters.received == []
+    finally:
+        await off_loop(pods.stop)
+
+
+async def test_class_keda_wakes_at_once_then_keda_scales_the_subscriber_on_the_same_backlog(
+        cluster: Cluster, loopback: LoopbackServices, ns: str, workdir: Path, dead_letters: Subscriber,
+        keda: Keda) -> None:
+    for obj in [*broker_manifest("InMemory", None), *subscriber_manifests("speech")]:
+        assert cluster.create(ns, obj).returncode == 0
+    pods = SubscriberWorkload(cluster.kube, ns, "speech", workdir / "speech", start_delay=1.0, work=WORK).start()
+    loopback.add(f"speech.{ns}.svc.cluster.local", pods.proxy_port)
+    trigger = trigger_manifest("speech", "speech", dead_letters.url)
+    trigger["metadata"]["annotations"].update({P + "class": "keda", P + "polling-interval": "1"})
+    try:
+        assert cluster.create(ns, trigger).returncode == 0
+        await trigger_ready(cluster, ns, "speech")
+        scaled_object = await until(lambda: cluster.get(ns, "scaledobject/eventferry-deployment-speech"),
+                                    "the ScaledObject", 30, cluster.logs)
+        assert [o["kind"] for o in scaled_object["metadata"]["ownerReferences"]] == ["Trigger"]
+        url = scaled_object["spec"]["triggers"][0]["metadata"]["url"]
+        assert url.endswith(f"/backlog/triggers/{ns}?trigger=speech:{TARGET}"), url
+
+        ids = [f"utterance-{i}" for i in range(2 * BURST)]
+        sent = await send(cluster, ns, ids)
+        await until(lambda: deployment_replicas(cluster, ns, "speech") >= 1, "woken from zero", 10, pods.log_tails)
+        print(f"\nkeda: woken from zero {time.time() - sent[0]:.2f}s after the first send")
+        got = await until(lambda: (r := pods.received()) and len({e["id"] for e in r}) >= len(ids) and r,
+                          f"all {len(ids)} events at the subscriber", 120, lambda: pods.log_tails() + cluster.logs())
+        assert {e["id"] for e in got} == set(ids)
+        assert dead_letters.received == []
+        start = pods.timeline[0][0]
+        print(f"timeline (t, wanted, ready): {[(round(t - start, 1), w, r) for t, w, r in pods.timeline]}")
+        assert pods.most_ready >= 2, "KEDA did not scale the subscriber up on its backlog"
+        assert pods.most_ready <= MAX_SCALE
+        timeline = list(pods.timeline)
+        woken = next(i for i, (_, wanted, _) in enumerate(timeline) if wanted > 0)
+        peak = next(i for i, (_, _, ready) in enumerate(timeline) if ready == pods.most_ready)
+        assert all(wanted > 0 for _, wanted, _ in timeline[woken:peak]), "KEDA scaled the woken subscriber to zero"
+        hpa = await off_loop(cluster.get, ns, "hpa/keda-hpa-eventferry-deployment-speech")
+        assert hpa is not None and hpa["spec"]["maxReplicas"] == MAX_SCALE
+        await until(lambda: deployment_replicas(cluster, ns, "speech") == 0, "KEDA back to zero", 60,
+                    pods.log_tails)
     finally:
         await off_loop(pods.stop)

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 PATH = "/backlog/rocketmqsources/{namespace}/{name}"
 TRIGGERS_PATH = "/backlog/triggers/{namespace}"
 FRESH = 1.0
+REPORTS_FRESH = 0.25
+"""The backlog reports are read again after this: KEDA must not see a Trigger idle that the operator just woke."""
 
 
 def backlog_path(namespace: str, name: str) -> str:
@@ -67,7 +69,7 @@ class BacklogEndpoint:
             triggers.append((object_key(namespace, name), int(target)))
         if not triggers:
             return web.json_response({"error": "name the Triggers: ?trigger=<name>:<target>"}, status=400)
-        if self._reports is None or time.monotonic() - self._reports[0] >= FRESH:
+        if self._reports is None or time.monotonic() - self._reports[0] >= REPORTS_FRESH:
             try:
                 config_map = await self.api.get(resource_path("v1", "configmaps", self.system_namespace,
                                                               BACKLOG_CONFIGMAP))

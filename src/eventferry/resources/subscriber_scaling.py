@@ -145,6 +145,9 @@ def scaled_object(workload: WorkloadKey, triggers: Sequence[tuple[Mapping[str, A
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": name},
             "minReplicaCount": low, "maxReplicaCount": high, "pollingInterval": polling, "cooldownPeriod": delay,
+            # A ScaledObject that never saw its Triggers active would otherwise scale a workload the operator
+            # just woke back to zero at KEDA's first poll.
+            "initialCooldownPeriod": delay,
             # The HPA's scale-down follows the delay too (its own default would wait 5 minutes).
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
                 "scaleDown": {"stabilizationWindowSeconds": delay}}}},
