@@ -145,8 +145,8 @@ class Demo:
                  f" of {self.options.duration:.0f}s" + (f"  [{', '.join(happening)}]" if happening else ""))
         lines = render(Frame(title, self.history[-1], self.history[-2] if len(self.history) > 1 else self.history[0],
                              self.history[0], self.tally, self.readings))
-        if self.tty and not final:
-            self.out.write(REDRAW + "\n".join(lines) + "\n")
+        if self.tty:  # the final view too: the screen ends with it, then the summary
+            self.out.write(REDRAW + "\n".join(lines) + "\n" + ("\n" if final else ""))
         else:
             self.out.write("\n".join(lines) + "\n\n")
         self.out.flush()

@@ -84,8 +84,8 @@ def services_lines(readings: Readings, flagged_shown: int = 3) -> list[str]:
     board = readings.values.get("leaderboard", {})
     rooms = ", ".join(f"{r['room']} {r['total']:.0f}" for r in board.get("rooms", []))
     users = ", ".join(f"{u['user']} {u['total']:.0f}" for u in board.get("users", []))
-    lines.append(f"leaderboard (GET /leaderboard): {board.get('gifts', 0)} gifts worth {board.get('total', 0):.0f}"
-                 f"; top rooms: {rooms or '-'}; top fans: {users or '-'}")
+    lines.append(f"leaderboard (GET /leaderboard): {board.get('gifts', 0)} gifts worth {board.get('total', 0):.0f}")
+    lines.append(f"  top rooms: {rooms or '-'}; top fans: {users or '-'}")
     vision = readings.values.get("vision", {})
     accuracy = vision.get("accuracy")
     lines.append(f"vision-inference: {vision.get('classified', 0)} key frames classified"
@@ -94,9 +94,8 @@ def services_lines(readings: Readings, flagged_shown: int = 3) -> list[str]:
     dead = readings.values.get("dead_letters", {})
     last = (dead.get("recent") or [{}])[0]
     last_text = (f"; last: frame {last.get('data', {}).get('frame')} of {last.get('data', {}).get('room')}"
-                 f" (subscriber answered {last.get('knativeerrorcode', '?')})") if dead.get("count") else ""
-    lines.append(f"frames-dead-letter (GET /dead-letters): {dead.get('count', 0)} key frames vision could not take"
-                 + last_text)
+                 f" (vision answered {last.get('knativeerrorcode', '?')})") if dead.get("count") else ""
+    lines.append(f"frames-dead-letter (GET /dead-letters): {dead.get('count', 0)} dead letters" + last_text)
     for reading, error in sorted(readings.errors.items()):
         lines.append(f"! cannot read {reading}: {error}")
     return lines
