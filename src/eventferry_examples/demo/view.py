@@ -49,7 +49,8 @@ def render(frame: Frame) -> list[str]:
     sent = sent_per_trigger(frame.tally, frame.readings)
     elapsed = max(1e-6, frame.now.at - frame.second_ago.at)
     lines = [frame.title,
-             f"traffic taken (by the broker, or the queues with --with-queues): {frame.tally.total()} ({_kinds(frame.tally)})"
+             f"traffic taken (by the broker, or the queues with --with-queues): {frame.tally.total()}"
+             f" ({_kinds(frame.tally)})"
              + (f"; refused {sum(frame.tally.refused.values())}" if frame.tally.refused else "")
              + (f"; not sent {sum(frame.tally.not_sent.values())}" if frame.tally.not_sent else ""),
              "",
