@@ -219,6 +219,30 @@ def test_a_deleted_trigger_leaves_the_contract(cluster: Cluster, ns: str) -> Non
     cluster.wait(lambda: not dataplane_routes(cluster, ns, "short-lived"), "the data plane dropping the Trigger")
 
 
+def test_a_large_contract_goes_compressed_and_back_to_plain_json(cluster: Cluster, ns: str) -> None:
+    """Past 256 KiB the operator stores the contract gzip-compressed (binaryData), which the data plane reads;
+    once small again it is plain JSON (server-side apply drops the other key)."""
+    assert cluster.create(ns, manifest("Broker", "default", {})).returncode == 0
+    count = 1_200  # about 400 bytes each in the contract: some 480 KB of JSON
+    triggers = [trigger(f"room-{i}", subscriber={"uri": f"http://moderation-{i % 40}.{ns}.svc.cluster.local/rooms/"
+                                                        f"{i}/comments?lang=zh-CN&model=toxicity-v3"},
+                        filter={"attributes": {"type": "com.live.comment", "room": str(i)}}) for i in range(count)]
+    cluster.ok("create", "-n", ns, "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": triggers}))
+    cluster.wait(lambda: dataplane_routes(cluster, ns, f"room-{count - 1}") and dataplane_routes(cluster, ns, "room-0"),
+                 "the data plane routing the compressed contract", timeout=90)
+    stored = cluster.get(SYSTEM, "configmap/eventferry-contract")
+    assert stored is not None and "contract.json.gz" in (stored.get("binaryData") or {})
+    assert "contract.json" not in (stored.get("data") or {})
+    cluster.wait_condition(ns, f"trigger/room-{count - 1}", "Ready", "True", timeout=90)
+
+    # One DeleteCollection: kubectl would delete them one request at a time.
+    cluster.kube.request_json("DELETE", f"/apis/{API}/namespaces/{ns}/triggers")
+    cluster.wait(lambda: not dataplane_routes(cluster, ns, "room-0"), "the data plane dropping them", timeout=90)
+    stored = cluster.get(SYSTEM, "configmap/eventferry-contract")
+    assert stored is not None and "contract.json" in (stored.get("data") or {})
+    assert "contract.json.gz" not in (stored.get("binaryData") or {})
+
+
 # --- the data plane's side -------------------------------------------------------------------------------------
 
 async def test_the_data_plane_follows_its_configmap_across_watch_restarts(cluster: Cluster, ns: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from eventferry.apis.meta import GROUP, PLURALS
 from eventferry.commands.crds import render_all
+from eventferry.resources.contract import contract_from_config_map, contract_json
 from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.process import ManagedProcess
@@ -73,7 +74,7 @@ class Cluster:
     def contract(self) -> dict[str, Any]:
         config_map = self.get(SYSTEM, "configmap/eventferry-contract")
         assert config_map is not None
-        document: dict[str, Any] = json.loads(config_map["data"]["contract.json"])
+        document: dict[str, Any] = json.loads(contract_json(contract_from_config_map(config_map)))
         return document
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:

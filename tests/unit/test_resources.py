@@ -28,10 +28,13 @@ from eventferry.resources.adapter import (
 )
 from eventferry.resources.conditions import Cond, merge, summarize
 from eventferry.resources.contract import (
+    MAX_CONTRACT_BYTES,
     ContractTooLarge,
     contract_config_map,
+    contract_from_config_map,
     contract_from_data,
     same_routing,
+    stored_bytes,
 )
 from eventferry.resources.names import broker_address
 from eventferry.resources.readiness import (
@@ -327,10 +330,30 @@ def test_a_contract_over_the_limit_is_refused_with_its_size() -> None:
 
 
 def test_contract_from_data_says_what_is_wrong() -> None:
-    with pytest.raises(ValueError, match=r"no key 'contract\.json'"):
+    with pytest.raises(ValueError, match=r"neither the key 'contract\.json' nor 'contract\.json\.gz'"):
         contract_from_data({})
+    with pytest.raises(ValueError, match=r"contract\.json\.gz is not gzip-compressed base64"):
+        contract_from_config_map({"binaryData": {"contract.json.gz": "bm90IGd6aXA="}})
     with pytest.raises(ValueError, match="not a valid contract"):
         contract_from_data({"contract.json": '{"brokers": 3}'})
+
+
+def test_a_large_contract_is_compressed_and_ten_thousand_triggers_fit() -> None:
+    import uuid
+
+    small = contract(triggers=3)
+    assert "data" in contract_config_map(small, "eventferry-system")  # readable while small
+    big = Contract(generation=9, brokers=[ContractBroker(namespace="live", name="default", uid="b1", triggers=[
+        ContractTrigger(namespace="live", name=f"room-{i}-comments", uid=str(uuid.uuid4()), generation=1,
+                        subscriber=f"http://moderation-{i % 50}.live.svc.cluster.local/comments",
+                        attributes={"type": "com.live.comment", "room": str(i)},
+                        delivery=Delivery(retry=3, dead_letter_sink="http://dls.live.svc.cluster.local"))
+        for i in range(10_000)])])
+    config_map = contract_config_map(big, "eventferry-system")
+    assert "data" not in config_map and list(config_map["binaryData"]) == ["contract.json.gz"]
+    assert stored_bytes(config_map) < MAX_CONTRACT_BYTES / 2  # room to spare at 10,000 Triggers
+    assert contract_from_config_map(config_map) == big
+    assert contract_config_map(big, "eventferry-system") == config_map  # the same bytes: no needless rewrite
 
 
 def test_same_routing_ignores_the_generation_only() -> None:

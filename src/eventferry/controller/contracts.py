@@ -36,7 +36,13 @@ from eventferry.controller.status_writer import StatusWriter
 from eventferry.controller.timing import wait_event
 from eventferry.controller.views import Key, deleting
 from eventferry.resources.conditions import Cond, false, now_rfc3339, true, unknown
-from eventferry.resources.contract import ContractTooLarge, contract_config_map, contract_from_data, same_routing
+from eventferry.resources.contract import (
+    ContractTooLarge,
+    contract_config_map,
+    contract_from_config_map,
+    same_routing,
+    stored_bytes,
+)
 from eventferry.resources.names import CONTRACT_CONFIGMAP, DATAPLANE_STATUS_CONFIGMAP, PART_OF, broker_address
 from eventferry.resources.readiness import BROKER, TRIGGER, ContractHistory, gate, loaded_generation
 from eventferry.resources.status import (
@@ -169,7 +175,7 @@ class ContractReconciler:
         written = await self.ctx.api.get(resource_path("v1", "configmaps", namespace, CONTRACT_CONFIGMAP))
         if written is not None:
             try:
-                self._remember(contract_from_data(written.get("data")))
+                self._remember(contract_from_config_map(written))
             except ValueError as error:
                 log.warning("the contract ConfigMap holds no valid contract; it will be rewritten: %s", error)
 
@@ -338,7 +344,7 @@ class ContractReconciler:
         await self.ctx.api.apply(resource_path("v1", "configmaps", self.config.system_namespace, CONTRACT_CONFIGMAP),
                                  body)
         self._remember(contract)
-        size = len(body["data"]["contract.json"])
+        size = stored_bytes(body)
         self.ctx.metrics.contract_writes.inc()
         self.ctx.metrics.contract_bytes.set(size)
         log.info("contract generation %d written: %d broker(s), %d trigger(s), %d bytes", generation,

@@ -28,7 +28,7 @@ import aiohttp
 from eventferry.contract.model import Contract
 from eventferry.dataplane.dataplane import DataPlane
 from eventferry.net.kubeconn import ApiConnection, ApiError
-from eventferry.resources.contract import contract_from_data
+from eventferry.resources.contract import contract_from_config_map
 from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, PART_OF
 from eventferry.resources.readiness import report_patch
 
@@ -213,7 +213,7 @@ class ConfigMapContract(FollowedConfigMap):
 
     def _offer(self, config_map: dict[str, Any]) -> None:
         try:
-            contract = contract_from_data(config_map.get("data"))
+            contract = contract_from_config_map(config_map)
         except ValueError as error:
             log.error("ConfigMap %s/%s is invalid, keeping the loaded contract: %s", self.namespace, self.name,
                       error)

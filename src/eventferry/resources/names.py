@@ -7,6 +7,7 @@ INGRESS_SERVICE = "eventferry-broker-ingress"
 
 CONTRACT_CONFIGMAP = "eventferry-contract"
 CONTRACT_KEY = "contract.json"
+CONTRACT_GZIP_KEY = "contract.json.gz"  # binaryData, when the JSON is large (resources/contract.py)
 # Each data plane replica writes the contract generation it has loaded here, under its pod name.
 DATAPLANE_STATUS_CONFIGMAP = "eventferry-dataplane-status"
 
