@@ -2,15 +2,23 @@
 start on scikit-learn's digits data set (``digits.py``).
 
 Slow on purpose, as a GPU model under a live-stream burst: ``workers`` frames at once, each taking
-``delay`` seconds, at most ``queue_limit`` more waiting; beyond that it answers 503 at once (busy).
-The broker then retries after a backoff and, past the Trigger's retries, hands the frame to the
-dead-letter sink: with the Trigger's pacing, that is what the example shows under load.
+``delay`` seconds, at most ``queue_limit`` more waiting; beyond that it answers 503 at once (busy), which
+the broker retries. The Trigger frames-to-vision is paced to ``workers + queue_limit`` frames at once, so
+under a burst the frames wait in the broker instead of being refused here.
+
+A frame is worth classifying only while it is fresh: one whose CloudEvent ``time`` is more than ``max_age``
+seconds old (3 by default, ``VISION_MAX_AGE``; 0 turns the check off) is answered ``422`` with the reason,
+which the broker does not retry (Knative retries no 4xx but 404, 408, 409 and 429): it goes straight to
+the Trigger's dead-letter sink, which thus gets the frames that waited too long, said in the dead letter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +30,8 @@ from eventferry_examples.service import NotAnEvent, bad_request, data_of, make_a
 DEFAULT_WORKERS = 2
 DEFAULT_DELAY = 0.1
 DEFAULT_QUEUE_LIMIT = 4
+DEFAULT_MAX_AGE = 3.0  # seconds: an older frame is stale, answered 422
+STALE_STATUS = 422
 VISION: web.AppKey[Vision] = web.AppKey("vision")
 
 
@@ -42,11 +52,14 @@ class Vision:
     workers: int = DEFAULT_WORKERS
     delay: float = DEFAULT_DELAY
     queue_limit: int = DEFAULT_QUEUE_LIMIT
+    max_age: float = DEFAULT_MAX_AGE  # 0 or less: no frame is too old
+    clock: Callable[[], float] = time.time
     model: Any = None
     classified: int = 0
     correct: int = 0
     labelled: int = 0
     busy: int = 0
+    stale: int = 0
     waiting: int = 0
     in_progress: int = 0
     _slots: asyncio.Semaphore = field(init=False)
@@ -71,6 +84,10 @@ class Vision:
         pixels = valid_pixels(frame.get("pixels"))
         if pixels is None:
             return web.json_response({"error": "a frame needs pixels: 64 numbers from 0 to 16"}, status=400)
+        age = self.age(event.get_time())
+        if age is not None:
+            self.stale += 1
+            return web.Response(status=STALE_STATUS, text=f"stale frame: {age:.2f}s old (over {self.max_age:g}s)\n")
         if self.waiting >= self.queue_limit:
             self.busy += 1
             return web.Response(status=503, headers={"Retry-After": "1"}, text="busy\n")
@@ -81,6 +98,13 @@ class Vision:
             self.labelled += 1
             self.correct += truth == digit
         return web.json_response({"digit": digit, "frame": frame.get("frame"), "room": frame.get("room")})
+
+    def age(self, sent: datetime.datetime | None) -> float | None:
+        """The frame's age in seconds when it is too old to classify, else None (also without a time)."""
+        if sent is None or self.max_age <= 0:
+            return None
+        age = self.clock() - sent.timestamp()
+        return age if age > self.max_age else None
 
     async def _infer(self, pixels: list[float]) -> int:
         self.waiting += 1
@@ -99,7 +123,7 @@ class Vision:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response({
-            "classified": self.classified, "busy": self.busy, "waiting": self.waiting,
+            "classified": self.classified, "busy": self.busy, "stale": self.stale, "waiting": self.waiting,
             "in_progress": self.in_progress,
             "accuracy": round(self.correct / self.labelled, 3) if self.labelled else None})
 
@@ -108,7 +132,8 @@ def build(vision: Vision | None = None) -> web.Application:
     if vision is None:
         vision = Vision(workers=int(os.environ.get("VISION_WORKERS", DEFAULT_WORKERS)),
                         delay=float(os.environ.get("VISION_DELAY", DEFAULT_DELAY)),
-                        queue_limit=int(os.environ.get("VISION_QUEUE_LIMIT", DEFAULT_QUEUE_LIMIT)))
+                        queue_limit=int(os.environ.get("VISION_QUEUE_LIMIT", DEFAULT_QUEUE_LIMIT)),
+                        max_age=float(os.environ.get("VISION_MAX_AGE", DEFAULT_MAX_AGE)))
     started = vision
 
     async def on_startup(_: web.Application) -> None:

@@ -24,7 +24,8 @@ def number(pattern: str, text: str) -> int:
 
 
 def test_the_demo_moderates_ranks_classifies_and_loses_nothing() -> None:
-    done = subprocess.run([EVENTFERRY, "demo", "--duration", "15", "--port", "0"], cwd=ROOT, capture_output=True,
+    # 20 s: the popular room's burst (4 s of it) is long enough for some key frames to wait over 3 s.
+    done = subprocess.run([EVENTFERRY, "demo", "--duration", "20", "--port", "0"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
@@ -37,7 +38,18 @@ def test_the_demo_moderates_ranks_classifies_and_loses_nothing() -> None:
     assert re.search(r"top rooms: room-\d+ \d+", out), out
     assert number(r"vision-inference: (\d+) key frames classified", out) > 20
     dead_letters = number(r"frames-dead-letter \(GET /dead-letters\): (\d+) dead letters", out)
-    assert dead_letters > 0  # the popular room's key frames are more than vision takes
+    # The popular room's key frames are more than vision takes: paced to what it takes (6 at once), they wait
+    # in the broker instead of being refused (no busy answer, no retry); those that waited over 3 s are
+    # answered 422, not retried, and are the dead letters, which say so.
+    assert dead_letters > 0
+    assert number(r"vision-inference: .*?, (\d+) stale,", out) == dead_letters
+    assert number(r"vision-inference: .*?, (\d+) busy answers", out) == 0
+    # The view's rows (EV/S SENT DELIVERED RETRIED DEAD-LET. DROPPED WAITING), not the summary's (no EV/S).
+    views = re.findall(r"(?m)^frames-to-vision\s+\d+\.\d\s+\d+\s+\d+\s+(\d+)\s+\d+\s+\d+\s+(\d+)", out)
+    assert max(int(waiting) for _retried, waiting in views) > 0, out  # a view during the burst shows it held
+    assert int(views[-1][0]) == 0, out  # retried
+    assert re.search(r"frames-dead-letter .*\(vision answered 422: stale frame: \d+\.\d+s old \(over 3s\)\)",
+                     out), out
 
     summary = out[out.index("summary:"):]
     rows = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import datetime
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,6 +14,7 @@ from aiohttp import web
 from cloudevents.core.bindings.http import HTTPMessage, from_http, to_binary
 from cloudevents.core.v1.event import CloudEvent
 
+from eventferry.delivery.policy import is_retryable
 from eventferry_examples import frames_dead_letter, leaderboard, moderation, review, vision_inference
 from eventferry_examples.digits import TRAINING, digits
 from eventferry_examples.service import JSON_FORMAT, Served
@@ -90,9 +93,17 @@ async def test_review_keeps_the_last_flagged_comments_newest_first(serve: Any) -
 async def test_the_dead_letter_sink_counts_and_keeps_the_brokers_error_attributes(serve: Any) -> None:
     served = await serve(frames_dead_letter.build())
     await post(served.url, "com.live.video.frame", {"frame": 7}, knativeerrorcode="503")
+    why = base64.b64encode(b"stale frame: 3.20s old (over 3s)\n").decode()
+    await post(served.url, "com.live.video.frame", {"frame": 8}, knativeerrorcode="422", knativeerrordata=why,
+               knativeerrordest="http://vision-inference.live.svc.cluster.local")
     dead = await get_json(served.url + frames_dead_letter.PATH)
-    assert dead["count"] == 1
-    assert dead["recent"][0]["knativeerrorcode"] == "503"
+    assert dead["count"] == 2
+    newest, oldest = dead["recent"]
+    assert oldest["knativeerrorcode"] == "503" and "error" not in oldest  # no answer's data: nothing to decode
+    assert newest["data"] == {"frame": 8}
+    assert (newest["knativeerrorcode"], newest["knativeerrordata"]) == ("422", why)
+    assert newest["knativeerrordest"] == "http://vision-inference.live.svc.cluster.local"
+    assert newest["error"] == "stale frame: 3.20s old (over 3s)\n"  # the answer's text, readable
 
 
 async def test_the_leaderboard_sums_gifts_per_room_and_user_and_counts_a_redelivered_gift_once(serve: Any) -> None:
@@ -146,3 +157,60 @@ async def test_vision_answers_busy_at_once_past_its_workers_and_queue(serve: Any
     assert vision.busy == 2
     bad = await post(served.url, "com.live.video.frame", {"pixels": [99] * 64})
     assert bad.status == 400
+
+
+def frame_at(sent: datetime.datetime | None) -> tuple[bytes, dict[str, str]]:
+    """A key frame in binary mode, its ``time`` attribute ``sent`` (None: no time at all)."""
+    data = digits()
+    message = to_binary(CloudEvent({"type": "com.live.video.frame", "source": "/test", "id": "f-1",
+                                    "datacontenttype": "application/json"},
+                                   {"frame": 1, "pixels": data.images[0], "truth": data.labels[0]}), JSON_FORMAT)
+    headers = {k: v for k, v in message.headers.items() if k.lower() != "ce-time"}
+    if sent is not None:
+        headers["ce-time"] = sent.isoformat()
+    return message.body, headers
+
+
+async def test_vision_answers_422_with_the_reason_for_a_frame_too_old_to_classify(serve: Any) -> None:
+    now = datetime.datetime(2025, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    vision = vision_inference.Vision(delay=0.0, queue_limit=0, clock=now.timestamp)  # no queue: busy if not stale
+    served = await serve(vision_inference.build(vision))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(served.url + "/healthz") as health:
+            assert health.status == 200
+        answers = []
+        for age in (3.5, 60.0):
+            body, headers = frame_at(now - datetime.timedelta(seconds=age))
+            async with session.post(served.url, data=body, headers=headers) as response:
+                answers.append((response.status, await response.text()))
+    assert answers == [(422, "stale frame: 3.50s old (over 3s)\n"), (422, "stale frame: 60.00s old (over 3s)\n")]
+    assert vision_inference.STALE_STATUS == 422 and not is_retryable(422)  # the broker dead-letters it at once
+    assert (vision.stale, vision.classified, vision.busy) == (2, 0, 0)  # refused before it takes a worker
+
+
+async def test_vision_classifies_a_fresh_frame_one_without_a_time_and_any_frame_when_the_check_is_off(
+        serve: Any) -> None:
+    now = datetime.datetime(2025, 5, 1, 12, 0, 0, tzinfo=datetime.UTC)
+    vision = vision_inference.Vision(delay=0.0, clock=now.timestamp)
+    served = await serve(vision_inference.build(vision))
+    async with aiohttp.ClientSession() as session:
+        async with session.get(served.url + "/healthz") as health:
+            assert health.status == 200
+        for sent in (now - datetime.timedelta(seconds=2.9), now + datetime.timedelta(seconds=5), None):
+            body, headers = frame_at(sent)  # fresh; from a clock ahead of ours; no time: nothing to judge
+            async with session.post(served.url, data=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
+        assert (vision.classified, vision.stale) == (3, 0)
+        vision.max_age = 0  # VISION_MAX_AGE=0: the check is off
+        body, headers = frame_at(now - datetime.timedelta(hours=1))
+        async with session.post(served.url, data=body, headers=headers) as response:
+            assert response.status == 200
+    stats = await get_json(served.url + "/stats")
+    assert (stats["classified"], stats["stale"]) == (4, 0)
+
+
+def test_vision_reads_its_stale_threshold_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISION_MAX_AGE", "1.5")
+    assert vision_inference.build()[vision_inference.VISION].max_age == 1.5
+    monkeypatch.delenv("VISION_MAX_AGE")
+    assert vision_inference.build()[vision_inference.VISION].max_age == vision_inference.DEFAULT_MAX_AGE == 3.0

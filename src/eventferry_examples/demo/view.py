@@ -90,12 +90,14 @@ def services_lines(readings: Readings, flagged_shown: int = 3) -> list[str]:
     vision = readings.values.get("vision", {})
     accuracy = vision.get("accuracy")
     lines.append(f"vision-inference: {vision.get('classified', 0)} key frames classified"
-                 f"{f' ({accuracy:.0%} right)' if accuracy is not None else ''}, {vision.get('busy', 0)} busy answers, "
-                 f"{vision.get('in_progress', 0)} in progress, {vision.get('waiting', 0)} queued")
+                 f"{f' ({accuracy:.0%} right)' if accuracy is not None else ''}, {vision.get('stale', 0)} stale, "
+                 f"{vision.get('busy', 0)} busy answers, {vision.get('in_progress', 0)} in progress, "
+                 f"{vision.get('waiting', 0)} queued")
     dead = readings.values.get("dead_letters", {})
     last = (dead.get("recent") or [{}])[0]
+    why = f": {str(last['error']).strip()[:MAX_TEXT]}" if last.get("error") else ""  # e.g. "stale frame: 3.4s old"
     last_text = (f"; last: frame {last.get('data', {}).get('frame')} of {last.get('data', {}).get('room')}"
-                 f" (vision answered {last.get('knativeerrorcode', '?')})") if dead.get("count") else ""
+                 f" (vision answered {last.get('knativeerrorcode', '?')}{why})") if dead.get("count") else ""
     lines.append(f"frames-dead-letter (GET /dead-letters): {dead.get('count', 0)} dead letters" + last_text)
     for reading, error in sorted(readings.errors.items()):
         lines.append(f"! cannot read {reading}: {error}")
