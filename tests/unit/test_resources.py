@@ -148,8 +148,9 @@ def test_kafka_adapter_deployment_field_by_field() -> None:
 
     env = env_of(deployment)
     assert list(env) == ["K_SINK", "K_SOURCE_SPEC", "K_SOURCE_NAME", "K_SOURCE_NAMESPACE", "K_SOURCE_UID",
-                         "K_SECRETS_DIR", "K_METRICS_PORT", "K_KEY_TYPE", "K_CE_OVERRIDES"]
+                         "K_SECRETS_DIR", "K_METRICS_PORT", "K_KEY_TYPE", "K_CE_OVERRIDES", "K_SINK_BATCH_SIZE"]
     assert env["K_SINK"] == SINK
+    assert env["K_SINK_BATCH_SIZE"] == "100"  # the sink is a Broker: it takes batches
     assert json.loads(env["K_SOURCE_SPEC"]) == source.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     assert json.loads(env["K_SOURCE_SPEC"])["bootstrapServers"] == ["kafka:9092"]  # camelCase, as in manifests
     assert (env["K_SOURCE_NAME"], env["K_SOURCE_NAMESPACE"], env["K_SOURCE_UID"]) == ("frames", "live", UID)
@@ -158,6 +159,9 @@ def test_kafka_adapter_deployment_field_by_field() -> None:
     assert json.loads(env["K_CE_OVERRIDES"]) == {"extensions": {"pipeline": "inference"}}
     assert "K_DELIVERY" not in env
     assert not any("password" in item["value"] for item in container["env"] if item["name"] != "K_SOURCE_SPEC")
+    plain = adapter_deployment(kafka_source(sink={"uri": "http://moderation.live.svc.cluster.local"}),
+                               sink_uri="http://moderation.live.svc.cluster.local", delivery=None, settings=SETTINGS)
+    assert "K_SINK_BATCH_SIZE" not in env_of(plain)  # one event a request, as Knative's subscribers expect
 
     # One volume per Secret, with exactly the keys read from it, mounted at <K_SECRETS_DIR>/<secret>.
     volumes = {v["secret"]["secretName"]: v for v in pod["volumes"]}

@@ -65,6 +65,8 @@ LIMIT_ENV: dict[str, tuple[str, type]] = {
     "K_ROCKETMQ_INVISIBLE_DURATION": ("invisible_duration", int),
     "K_ROCKETMQ_AWAIT_DURATION": ("await_duration", int),
     "K_ROCKETMQ_RECEIVERS": ("receivers", int),
+    "K_SINK_BATCH_SIZE": ("batch_size", int),
+    "K_SINK_BATCH_LINGER": ("batch_linger", float),
 }
 
 
@@ -115,9 +117,13 @@ class Limits:
     invisible_duration: int = 60  # seconds a received RocketMQ message stays invisible, renewed while held
     await_duration: int = 5  # RocketMQ long-polling seconds per receive (also bounds the stop latency)
     receivers: int = 4  # concurrent RocketMQ receive calls when unordered (ordered uses one)
+    batch_size: int = 1  # events per request to the sink; more than 1 only for a sink that takes batches (a Broker)
+    batch_linger: float = 0.005  # seconds a batch waits for more events before it goes
 
     def __post_init__(self) -> None:
-        for name in ("max_in_flight", "max_in_flight_per_partition", "await_duration", "receivers"):
+        if self.batch_linger < 0:
+            raise ConfigError(f"batch_linger must not be negative, got {self.batch_linger}")
+        for name in ("max_in_flight", "max_in_flight_per_partition", "await_duration", "receivers", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.invisible_duration < MIN_INVISIBLE_DURATION:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from eventferry.adapters import tracing
+from eventferry.adapters.batching import SinkBatcher
 from eventferry.adapters.config import AdapterConfig
 from eventferry.adapters.health import AdapterHealth, HealthServer
 from eventferry.adapters.logs import fields
@@ -51,6 +52,14 @@ class SinkClient:
         self.metrics = metrics
         self.stopping = stopping
         self.delivery = config.delivery
+        limits = config.limits
+        self.batcher = None if limits.batch_size <= 1 else SinkBatcher(
+            sender, config.sink, config.delivery, size=limits.batch_size, linger=limits.batch_linger,
+            pause=self._pause, on_retry=lambda attempt: self.metrics.retried(attempt.status), report=self._count)
+
+    def _count(self, outcome: str, status: int | None, events: int) -> None:
+        for _ in range(events):
+            self.metrics.outcome(outcome, status)
 
     def _on_retry(self, attempt: Attempt, retry: int, wait: float) -> None:
         self.metrics.retried(attempt.status)
@@ -73,7 +82,12 @@ class SinkClient:
 
     async def send(self, event: CloudEvent, read_at: float) -> Outcome:
         """One delivery as the DeliverySpec says (retries, then the dead-letter sink); FAILED is returned
-        (``settle`` or the caller's queue has it tried again later)."""
+        (``settle`` or the caller's queue has it tried again later). In a batch when the sink takes them."""
+        if self.batcher is not None:
+            outcome = await self.batcher.send(event)
+            if outcome is not Outcome.FAILED:
+                self.metrics.latency(time.monotonic() - read_at)
+            return outcome
         result = await deliver(self.sender, event, self.config.sink, self.delivery, on_retry=self._on_retry,
                                replies=False, pause=self._pause)
         self.metrics.outcome(result.outcome.value, result.last.status)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from eventferry.events import CloudEvent
-from eventferry.events.http import to_binary, to_structured
+from eventferry.events.http import to_batch, to_binary, to_structured
 from eventferry.net.httpbody import read_prefix
 
 # Bytes of a response body kept for replies and for ``knativeerrordata``.
@@ -48,11 +48,26 @@ class Sender:
 
     async def send(self, url: str, event: CloudEvent, *, timeout: float, structured: bool = False,
                    headers: dict[str, str] | None = None) -> Attempt:
+        try:
+            wire_headers, body = to_structured(event) if structured else to_binary(event)
+        except Exception as error:  # an event that cannot be encoded is a failed attempt, as any other fault
+            return Attempt(None, error=f"the request could not be made: {type(error).__name__}: {error}")
+        return await self._post(url, body, wire_headers, headers, timeout)
+
+    async def send_batch(self, url: str, events: list[CloudEvent], *, timeout: float) -> Attempt:
+        """One request with every event of ``events`` (a CloudEvents JSON batch): all are taken or none."""
+        try:
+            wire_headers, body = to_batch(events)
+        except Exception as error:
+            return Attempt(None, error=f"the request could not be made: {type(error).__name__}: {error}")
+        return await self._post(url, body, wire_headers, None, timeout)
+
+    async def _post(self, url: str, body: bytes, wire_headers: dict[str, str], headers: dict[str, str] | None,
+                    timeout: float) -> Attempt:
         if self._session is None:
             await self.start()
         assert self._session is not None
         try:
-            wire_headers, body = to_structured(event) if structured else to_binary(event)
             if headers:
                 wire_headers.update(headers)
             # An event without datacontenttype goes without Content-Type: the one aiohttp would add

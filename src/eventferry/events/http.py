@@ -156,6 +156,13 @@ def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
     return headers, json.dumps(to_json_object(event), separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def to_batch(events: list[CloudEvent]) -> tuple[dict[str, str], bytes]:
+    """A CloudEvents JSON batch (``application/cloudevents-batch+json``). HTTP headers of the events (a
+    traceparent) do not travel: a batch is one request."""
+    body = json.dumps([to_json_object(event) for event in events], separators=(",", ":"), ensure_ascii=False)
+    return {"content-type": f"{BATCH}; charset=utf-8"}, body.encode()
+
+
 def to_json_object(event: CloudEvent) -> dict[str, Any]:
     document: dict[str, Any] = dict(event.attributes)
     if event.data is None:

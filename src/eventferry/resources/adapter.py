@@ -14,6 +14,7 @@ from typing import Any
 
 from eventferry.apis.duck import SecretKeySelector, SecretValueFromSource
 from eventferry.apis.kafkasource import KafkaSource
+from eventferry.apis.meta import GROUP
 from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.contract.model import Delivery
 from eventferry.resources.names import MANAGED_BY, PART_OF, SOURCE_KIND_LABEL, SOURCE_LABEL, SOURCE_UID_LABEL
@@ -43,6 +44,8 @@ class AdapterSettings:
     """None: the namespace's default; the adapter never calls the API, so no token is mounted."""
     image_pull_secrets: tuple[str, ...] = ()
     """Secrets (in each source's namespace) for a private registry, e.g. ACR on ACK."""
+    broker_batch_size: int = 100
+    """Events per request when the sink is a Broker (which takes CloudEvents batches); other sinks get one."""
 
 
 def _fit(text: str, limit: int = MAX_LABEL) -> str:
@@ -138,6 +141,11 @@ def _env(source: Source, sink_uri: str, delivery: Delivery | None, settings: Ada
         values["K_CE_OVERRIDES"] = json.dumps({"extensions": overrides.extensions}, separators=(",", ":"))
     if delivery is not None:
         values["K_DELIVERY"] = delivery.model_dump_json(by_alias=True, exclude_none=True)
+    ref = source.spec.sink.ref
+    if ref is not None and ref.kind == "Broker" and ref.api_version.startswith(f"{GROUP}/") \
+            and settings.broker_batch_size > 1:
+        # An EventFerry Broker takes a batch all or nothing; any other sink gets one event a request.
+        values["K_SINK_BATCH_SIZE"] = str(settings.broker_batch_size)
     return [{"name": name, "value": value} for name, value in values.items()]
 
 
