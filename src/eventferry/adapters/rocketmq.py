@@ -23,7 +23,9 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
+import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,6 +44,24 @@ RECEIVE_BATCH = 32
 REQUEST_TIMEOUT = 10  # seconds, each RPC to the proxy
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 GIVE_BACK_SECONDS = 1  # invisible duration of a message handed back on stop: redelivered almost at once
+CLIENT_LOGGER = "rocketmq-python-client"
+CLIENT_LOG_MODULE = "rocketmq.v5.log.log_config"
+
+
+def client_logs_to_stderr() -> None:
+    """Keeps rocketmq-python-client from writing a log file: its log module, when imported, creates
+    ``~/logs/rocketmq_python/`` and a rotating file of up to 10 x 100 MB. In the adapter's container,
+    whose root filesystem is read-only (and nothing is mounted writable), that import fails with
+    "Read-only file system", and a container's logs belong on its output anyway. So the module is put
+    in place beforehand with the one name it exports, the client's logger, which then propagates to the
+    adapter's logging (warnings and errors; its info lines are per-request chatter)."""
+    if CLIENT_LOG_MODULE in sys.modules:
+        return
+    module = types.ModuleType(CLIENT_LOG_MODULE, "rocketmq-python-client's logger, without its log file")
+    logger = logging.getLogger(CLIENT_LOGGER)
+    logger.setLevel(logging.WARNING)
+    module.__dict__["logger"] = logger
+    sys.modules[CLIENT_LOG_MODULE] = module
 
 
 async def run_rocketmq_adapter(config: AdapterConfig, stop: asyncio.Event, *, metrics: AdapterMetrics | None = None,
@@ -58,6 +78,7 @@ async def run_rocketmq_adapter(config: AdapterConfig, stop: asyncio.Event, *, me
 
 
 def new_consumer(settings: RocketMQSettings, await_duration: int) -> Any:
+    client_logs_to_stderr()
     from rocketmq import ClientConfiguration, Credentials, FilterExpression, SimpleConsumer
     from rocketmq.grpc_protocol import FilterType
 
@@ -72,6 +93,7 @@ def new_consumer(settings: RocketMQSettings, await_duration: int) -> Any:
 def _fatal(error: BaseException) -> bool:
     """Errors that retrying cannot fix: refused credentials, or a request the proxy finds invalid (e.g. a
     filter expression it cannot parse)."""
+    client_logs_to_stderr()
     from rocketmq.v5.exception import (
         BadRequestException,
         ForbiddenException,
