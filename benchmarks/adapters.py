@@ -12,7 +12,9 @@ temporary directory, fills one topic of each with small messages, then, R times:
 Rates count from the first message to the last (start-up and group join excluded; the raw Kafka
 clock starts once the first fetched batch is in hand, so it measures reading prefetched records).
 For context, plain HTTP POSTs into the same sink (no adapter) are measured too: every adapter event
-is one POST, so that is the adapter's ceiling here. Medians of R runs.
+is one POST, so that is the adapter's ceiling here. And the Kafka adapter into an InMemory Broker
+(``eventferry run``, one Trigger to the same sink), in batches of 100 (what the operator sets for a Broker
+sink) and one event a request. Medians of R runs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,21 @@ KAFKA_PARTITIONS = 3
 ROCKETMQ_RECEIVERS = 4
 
 
+BROKER_MANIFEST = """apiVersion: eventferry.dev/v1alpha1
+kind: Broker
+metadata: {{name: default}}
+---
+apiVersion: eventferry.dev/v1alpha1
+kind: Trigger
+metadata: {{name: to-sink}}
+spec: {{broker: default, subscriber: {{uri: "{sink}/broker"}}}}
+---
+apiVersion: eventferry.dev/v1alpha1
+kind: Broker
+metadata: {{name: ingest}}
+"""
+
+
 def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
@@ -78,11 +95,14 @@ async def sink_state(session: aiohttp.ClientSession, sink: str) -> dict[str, flo
         return state
 
 
-async def adapter_rate(kind: str, spec: dict[str, object], sink: str, count: int, work: Path) -> float:
-    """Messages/s delivered by an adapter process into the sink, first to last message."""
+async def adapter_rate(kind: str, spec: dict[str, object], sink: str, count: int, work: Path,
+                       target: str | None = None, extra_env: dict[str, str] | None = None) -> float:
+    """Messages/s delivered by an adapter process into the sink, first to last message. ``target``: where the
+    adapter sends (a Broker in front of the sink), when not the sink itself."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("K_")}
-    env.update({"K_SINK": sink, "K_SOURCE_SPEC": json.dumps(spec), "K_SOURCE_NAME": "bench",
-                "K_SOURCE_NAMESPACE": "default", "K_METRICS_PORT": str(free_port()), "K_LOG_LEVEL": "WARNING"})
+    env.update({"K_SINK": target or sink, "K_SOURCE_SPEC": json.dumps(spec), "K_SOURCE_NAME": "bench",
+                "K_SOURCE_NAMESPACE": "default", "K_METRICS_PORT": str(free_port()), "K_LOG_LEVEL": "WARNING",
+                **(extra_env or {})})
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{sink}/reset"):
             pass
@@ -96,6 +116,39 @@ async def adapter_rate(kind: str, spec: dict[str, object], sink: str, count: int
                     raise RuntimeError(f"{kind} adapter delivered {state['count']:.0f} of {count}; see {work}")
                 await asyncio.sleep(0.2)
     return (state["count"] - 1) / (state["last"] - state["first"])
+
+
+async def broker_intake_rate(spec: dict[str, object], broker_base: str, count: int, work: Path) -> float:
+    """Messages/s a Kafka adapter gets into a Broker's ingress (202s counted by the broker; the Broker has no
+    Trigger, so nothing is delivered on: this is the adapter and the ingress alone), in batches of 100."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("K_")}
+    env.update({"K_SINK": f"{broker_base}/default/ingest", "K_SOURCE_SPEC": json.dumps(spec), "K_SOURCE_NAME": "bench",
+                "K_SOURCE_NAMESPACE": "default", "K_METRICS_PORT": str(free_port()), "K_LOG_LEVEL": "WARNING",
+                "K_SINK_BATCH_SIZE": "100"})
+
+    async def accepted(session: aiohttp.ClientSession) -> float:
+        async with session.get(f"{broker_base}/metrics") as response:
+            text = await response.text()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("eventferry_broker_events_received_total{") and 'broker="ingest"' in line
+                   and 'code="202"' in line)
+
+    async with aiohttp.ClientSession() as session:
+        before = await accepted(session)
+        with process([EVENTFERRY, "adapter", "kafka"], work / "adapter-intake.log", env=env) as proc:
+            first = last = 0.0
+            deadline = time.monotonic() + 300
+            while True:
+                got = await accepted(session) - before
+                if got and not first:
+                    first = time.time()
+                if got >= count:
+                    last = time.time()
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the Broker accepted {got:.0f} of {count}; see {work}")
+                await asyncio.sleep(0.05)
+    return count / max(last - first, 1e-3)
 
 
 async def http_ceiling(sink: str, count: int, concurrency: int = 100) -> float:
@@ -250,8 +303,14 @@ async def main_async(args: argparse.Namespace) -> None:
         servers.append(rocketmq)
         sink_port = free_port()
         sink = f"http://127.0.0.1:{sink_port}"
+        broker_port = free_port()
+        broker_manifest = work / "broker.yaml"
+        broker_manifest.write_text(BROKER_MANIFEST.format(sink=sink))
         with process([PYTHON, "-m", "benchmarks.sink", "--port", str(sink_port)], work / "sink.log",
-                     port=sink_port):
+                     port=sink_port), \
+                process([EVENTFERRY, "run", "-f", str(broker_manifest), "--port", str(broker_port), "--log-level",
+                         "WARNING"], work / "broker.log", port=broker_port):
+            broker = f"http://127.0.0.1:{broker_port}/default/default"
             kafka_topic = f"bench-{uuid.uuid4().hex[:8]}"
             await kafka_fill(kafka.bootstrap, kafka_topic, args.kafka_messages)
             rocketmq_topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -267,6 +326,18 @@ async def main_async(args: argparse.Namespace) -> None:
                         "bootstrapServers": [kafka.bootstrap], "topics": [kafka_topic], "initialOffset": "earliest",
                         "consumerGroup": f"adapter-{uuid.uuid4().hex[:8]}", "sink": {"uri": sink}},
                         sink, args.kafka_messages, work),
+                    "kafka adapter -> Broker, batches of 100 -> sink": lambda: adapter_rate("kafka", {
+                        "bootstrapServers": [kafka.bootstrap], "topics": [kafka_topic], "initialOffset": "earliest",
+                        "consumerGroup": f"adapter-{uuid.uuid4().hex[:8]}", "sink": {"uri": broker}},
+                        sink, args.kafka_messages, work, target=broker, extra_env={"K_SINK_BATCH_SIZE": "100"}),
+                    "kafka adapter -> Broker ingress alone, batches of 100": lambda: broker_intake_rate({
+                        "bootstrapServers": [kafka.bootstrap], "topics": [kafka_topic], "initialOffset": "earliest",
+                        "consumerGroup": f"adapter-{uuid.uuid4().hex[:8]}", "sink": {"uri": broker}},
+                        broker.rsplit("/", 2)[0], args.kafka_messages, work),
+                    "kafka adapter -> Broker, one a request -> sink": lambda: adapter_rate("kafka", {
+                        "bootstrapServers": [kafka.bootstrap], "topics": [kafka_topic], "initialOffset": "earliest",
+                        "consumerGroup": f"adapter-{uuid.uuid4().hex[:8]}", "sink": {"uri": broker}},
+                        sink, args.kafka_messages, work, target=broker),
                     "rocketmq raw (SimpleConsumer, receive+ack)": lambda: asyncio.to_thread(
                         rocketmq_raw_rate, rocketmq.endpoint, rocketmq_topic, args.rocketmq_messages),
                     "rocketmq adapter -> sink": lambda: adapter_rate("rocketmq", {
