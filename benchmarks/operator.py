@@ -38,6 +38,7 @@ from tests.env import provision
 from tests.env.ports import free_port, wait_for_port
 from tests.env.servers import KubeAPI
 
+from benchmarks.broker import rss_mib
 from eventferry.commands.crds import render_all
 
 EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
@@ -167,20 +168,24 @@ async def scenario(kube: KubeAPI, work: Path, triggers: int) -> dict[str, float]
                      "--port", str(data_port), "--log-level", "WARNING"]
         operator = [EVENTFERRY, "operator", "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
                     "--log-level", "WARNING"]
-        with process(dataplane, env, data_port, work / "dataplane.log"), \
-                process(operator, env, metrics_port, work / "operator.log"):
+        with process(dataplane, env, data_port, work / "dataplane.log") as data_process, \
+                process(operator, env, metrics_port, work / "operator.log") as operator_process:
             for namespace in ("bench-100", "bench-n"):
                 await api.call("POST", f"{API}/namespaces/{namespace}/brokers", {
                     "apiVersion": "eventferry.dev/v1alpha1", "kind": "Broker",
                     "metadata": {"name": "default", "namespace": namespace}, "spec": {}})
                 await api.wait_all_ready(namespace, "brokers", 1, timeout=120)
+            at_rest = (rss_mib(operator_process.pid), rss_mib(data_process.pid))
             hundred = await timed_ready(api, "bench-100", 100)
             many = await timed_ready(api, "bench-n", triggers)
+            loaded = (rss_mib(operator_process.pid), rss_mib(data_process.pid))
             async with aiohttp.ClientSession() as session, \
                     session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
                 metrics = await resp.text()
         passes = operator_counter(metrics, 'eventferry_operator_reconcile_seconds_count{kind="Contract"}')
         return {"baseline": baseline, "hundred": hundred, "many": many, "passes": passes,
+                "operator_rest": at_rest[0], "dataplane_rest": at_rest[1], "operator_loaded": loaded[0],
+                "dataplane_loaded": loaded[1],
                 "pass_seconds": operator_counter(metrics, 'eventferry_operator_reconcile_seconds_sum{kind="Contract"}'),
                 "status_writes": operator_counter(metrics, 'eventferry_operator_status_writes_total{kind="Trigger"}'),
                 "contract_writes": operator_counter(metrics, "eventferry_operator_contract_writes"),
@@ -210,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
           f"last contract: {result['contract_bytes'] / 1024:.0f} KiB")
     print(f"  contract passes: {result['passes']:.0f}, {result['pass_seconds'] / result['passes']:.2f} s each on "
           f"average (status patches included); Trigger status writes: {result['status_writes']:.0f}")
+    print(f"  RSS at rest (2 Brokers): operator {result['operator_rest']:.0f} MiB, data plane "
+          f"{result['dataplane_rest']:.0f} MiB; with {n + 100} Triggers: operator {result['operator_loaded']:.0f} MiB, "
+          f"data plane {result['dataplane_loaded']:.0f} MiB")
     return 0
 
 
