@@ -43,6 +43,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from tests.env.ports import free_port, wait_for_port
 
+from benchmarks.broker import rss_mib
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
@@ -111,7 +113,7 @@ async def adapter_rate(kind: str, spec: dict[str, object], sink: str, count: int
             while True:
                 state = await sink_state(session, sink)
                 if state["count"] >= count:
-                    log(f"    {kind} adapter RSS after {count} messages: {rss_of(proc.pid):.0f} MiB")
+                    log(f"    {kind} adapter RSS after {count} messages: {rss_mib(proc.pid):.0f} MiB")
                     break
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"{kind} adapter delivered {state['count']:.0f} of {count}; see {work}")
@@ -150,14 +152,6 @@ async def broker_intake_rate(spec: dict[str, object], broker_base: str, count: i
                     raise RuntimeError(f"the Broker accepted {got:.0f} of {count}; see {work}")
                 await asyncio.sleep(0.05)
     return count / max(last - first, 1e-3)
-
-
-def rss_of(pid: int) -> float:
-    """Resident memory of a process (Linux), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def http_ceiling(sink: str, count: int, concurrency: int = 100) -> float:
