@@ -157,17 +157,22 @@ def to_structured(event: CloudEvent) -> tuple[dict[str, str], bytes]:
 
 
 def to_batch(events: list[CloudEvent]) -> tuple[dict[str, str], bytes]:
-    """A CloudEvents JSON batch (``application/cloudevents-batch+json``). HTTP headers of the events (a
-    traceparent) do not travel: a batch is one request."""
-    body = json.dumps([to_json_object(event) for event in events], separators=(",", ":"), ensure_ascii=False)
+    """A CloudEvents JSON batch (``application/cloudevents-batch+json``), each event's data as ``data_base64``
+    whatever its type, so that the receiver gets the very bytes (embedding JSON data would re-serialize it).
+    HTTP headers of the events (a traceparent) do not travel: a batch is one request."""
+    body = json.dumps([to_json_object(event, exact=True) for event in events], separators=(",", ":"),
+                      ensure_ascii=False)
     return {"content-type": f"{BATCH}; charset=utf-8"}, body.encode()
 
 
-def to_json_object(event: CloudEvent) -> dict[str, Any]:
+def to_json_object(event: CloudEvent, exact: bool = False) -> dict[str, Any]:
+    """The event as a structured JSON object; ``exact``: its data as base64 always (the bytes kept as they are)."""
     document: dict[str, Any] = dict(event.attributes)
     if event.data is None:
         return document
     content_type = event.datacontenttype
+    if exact:
+        return _with_base64_data(document, event)
     if is_json_media_type(content_type):
         try:
             document["data"] = json.loads(event.data)
@@ -180,6 +185,11 @@ def to_json_object(event: CloudEvent) -> dict[str, Any]:
             return document
         except UnicodeDecodeError:
             pass
+    return _with_base64_data(document, event)
+
+
+def _with_base64_data(document: dict[str, Any], event: CloudEvent) -> dict[str, Any]:
+    assert event.data is not None
     encoded = base64.b64encode(event.data).decode()
     if event.specversion == "0.3":
         document["datacontentencoding"] = "base64"
