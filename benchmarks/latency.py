@@ -3,7 +3,7 @@
 ``python -m benchmarks.latency [--rates 500,2000] [--seconds 10] [--runs 3] [--no-kafka]``
 
 An open-loop load generator (``benchmarks/load.py``, its own process) sends 1 KiB binary CloudEvents at a
-fixed rate, each stamped with the time it was due; the subscriber (``benchmarks/latency_sink.py``, its own
+fixed rate, each stamped with the time it was due; the subscriber (``benchmarks/sink.py``, its own
 process) counts the latency from that due time to its arrival. Cases, at each rate, in one run:
 - direct: the generator posts to the subscriber (the floor);
 - relay: through a plain aiohttp relay (the baseline any broker is compared with);
@@ -63,7 +63,7 @@ async def main_async(args: argparse.Namespace) -> None:
         sink = f"http://127.0.0.1:{sink_port}"
         manifest = work / "bench.yaml"
         manifest.write_text(manifests(sink, kafka.bootstrap if kafka else None, 1000))
-        with process([PYTHON, "-m", "benchmarks.latency_sink", "--port", str(sink_port)], sink_port,
+        with process([PYTHON, "-m", "benchmarks.sink", "--port", str(sink_port)], sink_port,
                      work / "sink.log"), \
                 process([PYTHON, "-m", "benchmarks.relay", "--port", str(relay_port), "--target", f"{sink}/relay"],
                         relay_port, work / "relay.log"), \
