@@ -16,7 +16,7 @@ import sys
 import time
 
 FULL: dict[str, list[str]] = {
-    "latency": ["--rates", "500,2000", "--seconds", "10", "--runs", "3"],
+    "latency": ["--rates", "500,2000,3000,4000", "--seconds", "10", "--runs", "3"],
     "broker": ["--events", "5000", "--runs", "3"],
     "adapters": ["--runs", "3"],
     "operator": ["--triggers", "5000"],
