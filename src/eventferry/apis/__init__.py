@@ -1,5 +1,5 @@
-"""The API of EventFerry: pydantic models of Broker, Trigger, KafkaSource and RocketMQSource
-(group eventferry.dev, version v1alpha1) with Knative's field names, and the CRDs generated from them.
+"""The API of EventFerry: pydantic models of Broker, Trigger, KafkaSource, RocketMQSource and
+EventPolicy (group eventferry.dev, version v1alpha1) with Knative's field names, and the CRDs generated from them.
 
 Each kind's module holds its types, defaults and validation side by side, as Knative's
 ``*_types.go``, ``*_defaults.go`` and ``*_validation.go``. This package imports nothing else of the
@@ -34,6 +34,17 @@ from eventferry.apis.duck import (
     SecretValueFromSource,
 )
 from eventferry.apis.duration import parse_duration
+from eventferry.apis.eventpolicy import (
+    EventPolicy,
+    EventPolicyFromReference,
+    EventPolicySelector,
+    EventPolicySpec,
+    EventPolicySpecFrom,
+    EventPolicySpecTo,
+    EventPolicyStatus,
+    EventPolicyToReference,
+    LabelSelectorRequirement,
+)
 from eventferry.apis.kafkasource import (
     KEY_TYPE_LABEL,
     KEY_TYPES,
@@ -62,6 +73,7 @@ KINDS: dict[str, type[Resource]] = {
     "Trigger": Trigger,
     "KafkaSource": KafkaSource,
     "RocketMQSource": RocketMQSource,
+    "EventPolicy": EventPolicy,
 }
 """Model of each kind, by ``kind``: ``KINDS[manifest["kind"]].model_validate(manifest)``."""
 
@@ -96,12 +108,21 @@ __all__ = [
     "DeliveryFormat",
     "DeliverySpec",
     "Destination",
+    "EventPolicy",
+    "EventPolicyFromReference",
+    "EventPolicySelector",
+    "EventPolicySpec",
+    "EventPolicySpecFrom",
+    "EventPolicySpecTo",
+    "EventPolicyStatus",
+    "EventPolicyToReference",
     "KReference",
     "KafkaNetSpec",
     "KafkaSASLSpec",
     "KafkaSource",
     "KafkaSourceSpec",
     "KafkaTLSSpec",
+    "LabelSelectorRequirement",
     "ObjectMeta",
     "Ordering",
     "Resource",

@@ -1,4 +1,4 @@
-"""The CustomResourceDefinitions of the four kinds, generated from the models (``eventferry crds``).
+"""The CustomResourceDefinitions of the kinds, generated from the models (``eventferry crds``).
 
 Schemas come from the pydantic models (``structural.py``), CEL rules from the ``cel(...)`` extras
 the models carry next to their Python checks. The one rule a CRD cannot hold (the broker class is an
@@ -12,6 +12,7 @@ from typing import Any
 
 from eventferry.apis.autoscaling import admission_rules
 from eventferry.apis.broker import BROKER_CLASS_ANNOTATION, Broker, broker_class_cel
+from eventferry.apis.eventpolicy import EventPolicy
 from eventferry.apis.kafkasource import KafkaSource
 from eventferry.apis.meta import GROUP, PLURALS, VERSION, Resource
 from eventferry.apis.rocketmqsource import RocketMQSource
@@ -69,11 +70,12 @@ KINDS = (
     _Kind(RocketMQSource, PLURALS["RocketMQSource"], ["efrocketmqsource"], [
         {"name": "Topic", "type": "string", "jsonPath": ".spec.topic", "priority": 1},
         _SINK, *_SCALE_COLUMNS, _AGE, *_READY_COLUMNS], categories=["all", "eventing", "sources"], scalable=True),
+    _Kind(EventPolicy, PLURALS["EventPolicy"], ["efeventpolicy"], [_AGE, *_READY_COLUMNS]),
 )
 
 
 def custom_resource_definitions() -> list[dict[str, Any]]:
-    """The CRDs of Broker, Trigger, KafkaSource and RocketMQSource (apiextensions.k8s.io/v1)."""
+    """The CRDs of Broker, Trigger, KafkaSource, RocketMQSource and EventPolicy (apiextensions.k8s.io/v1)."""
     return [_crd(kind) for kind in KINDS]
 
 

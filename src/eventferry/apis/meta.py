@@ -19,7 +19,7 @@ def object_key(namespace: str, name: str) -> str:
 
 # The resource name of each kind in the API (CRDs, RBAC, watches, status writes).
 PLURALS = {"Broker": "brokers", "Trigger": "triggers", "KafkaSource": "kafkasources",
-           "RocketMQSource": "rocketmqsources"}
+           "RocketMQSource": "rocketmqsources", "EventPolicy": "eventpolicies"}
 
 
 def cel(rule: str, message: str) -> dict[str, Any]:
