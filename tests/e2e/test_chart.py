@@ -97,6 +97,7 @@ def test_defaults_and_overlays_pass_the_schema(overlay: str | None) -> None:
     ("image.pullPolicy=Sometimes", r"'/image/pullPolicy': value must be one of"),
     ("metrics.serviceMonitor.enabeld=true", r"'/metrics/serviceMonitor': additional properties 'enabeld'"),
     ("operator.metricsPort=0", r"'/operator/metricsPort'"),
+    ("security.authentication=on", r"'/security/authentication': value must be one of"),
 ])
 def test_a_wrong_value_fails_with_the_value_named(setting: str, named: str) -> None:
     for command in ("template", "lint"):
@@ -353,3 +354,20 @@ def test_the_broker_can_get_an_autoscaler_and_a_disruption_budget() -> None:
     pod_labels = broker["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+@pytest.mark.unit
+def test_sender_authentication_is_one_value_and_the_operator_may_make_adapter_accounts() -> None:
+    def operator_env(*args: str) -> dict[str, str]:
+        [deployment] = [d for d in rendered(*args) if d["kind"] == "Deployment" and "operator" in d["metadata"]["name"]]
+        return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert operator_env()["EVENTFERRY_AUTHENTICATION"] == "disabled"
+    env = operator_env("--set", "security.authentication=required", "--set",
+                       "security.defaultAuthorizationMode=deny-all")
+    assert (env["EVENTFERRY_AUTHENTICATION"], env["EVENTFERRY_DEFAULT_AUTHORIZATION_MODE"]) == ("required", "deny-all")
+    [role] = [d for d in rendered() if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator")]
+    accounts = [r for r in role["rules"] if "serviceaccounts" in r["resources"]]
+    assert accounts == [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create", "patch"]}]
+    policies = [r for r in role["rules"] if "eventpolicies" in r["resources"]]
+    assert policies and "watch" in policies[0]["verbs"]

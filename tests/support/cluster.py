@@ -34,9 +34,11 @@ T = TypeVar("T")
 class Cluster:
     """kubectl against the test API server, the operator and the data plane processes."""
 
-    def __init__(self, kube: KubeAPI, workdir: Path) -> None:
+    def __init__(self, kube: KubeAPI, workdir: Path, operator_args: tuple[str, ...] = ()) -> None:
+        """``operator_args``: more options of ``eventferry operator`` (e.g. ``--authentication=required``)."""
         self.kube = kube
         self.workdir = workdir
+        self.operator_args = operator_args
         self.env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig))
         self.operator: ManagedProcess | None = None
         self.operator_port = 0
@@ -109,7 +111,7 @@ class Cluster:
             EVENTFERRY, "operator", "--adapter-image", IMAGE, "--metrics-host", "127.0.0.1",
             "--metrics-port", str(port), "--debounce", "0.1", "--retry-interval", "1",
             # What the chart's operator Service is, on loopback: where KEDA reads RocketMQ backlogs.
-            "--backlog-url", f"http://127.0.0.1:{port}",
+            "--backlog-url", f"http://127.0.0.1:{port}", *self.operator_args,
         ], self.workdir / f"operator-{self._started}.log",
             env=dict(self.env, POD_NAME=f"operator-{self._started}"))
         process.wait_until(lambda: wait_for_port(port, 0.5), 60, "serving /readyz")

@@ -139,7 +139,7 @@ def test_status_and_metadata_keep_fields_the_model_does_not_name() -> None:
         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"},
                        {"type": "IngressReady", "status": "False", "reason": "NoEndpoints", "severity": "Warning"}],
         "address": {"name": "http", "url": "http://ingress.eventferry.svc.cluster.local/live/default"},
-        "policies": [{"name": "p"}],
+        "futureField": [{"name": "p"}],
     }
     broker = Broker.model_validate(manifest)
     assert broker.to_manifest() == manifest

@@ -12,12 +12,12 @@ pytestmark = pytest.mark.unit
 def test_register_files_every_handler_once_per_resource() -> None:
     registry = handlers.register()
     ids = sorted(h.id for h in registry._indexing.get_all_handlers())
-    assert ids == ["broker_index", "configmap_index", "dataplane_index", "endpointslice_index", "kafkasource_index",
-                   "rocketmqsource_index", "service_index", "trigger_index"]
+    assert ids == ["broker_index", "configmap_index", "dataplane_index", "endpointslice_index", "eventpolicy_index",
+                   "kafkasource_index", "rocketmqsource_index", "service_index", "trigger_index"]
     watching = sorted(h.id for h in registry._watching.get_all_handlers())
     assert watching.count("source_event") == 2  # one per source kind
     assert {"broker_event", "trigger_event", "service_event", "configmap_event", "deployment_event",
-            "endpointslice_event"} <= set(watching)
+            "endpointslice_event", "eventpolicy_event"} <= set(watching)
     changing = sorted(h.id for h in registry._changing.get_all_handlers())
     assert changing.count("source_created") == 2 and "broker_topics" in changing
 

@@ -50,6 +50,8 @@ ENV_KEY_TYPE = "K_KEY_TYPE"
 ENV_DELIVERY = "K_DELIVERY"
 ENV_SECRETS_DIR = "K_SECRETS_DIR"
 ENV_METRICS_PORT = "K_METRICS_PORT"
+# A ServiceAccount token for the sink's audience (a projected volume the kubelet rotates), sent with each request.
+ENV_SINK_TOKEN_FILE = "K_SINK_TOKEN_FILE"
 
 DEFAULT_SECRETS_DIR = "/etc/eventferry/secrets"
 DEFAULT_METRICS_PORT = 9090
@@ -147,6 +149,7 @@ class AdapterConfig:
     kafka: KafkaSourceSettings | None = None
     rocketmq: RocketMQSettings | None = None
     limits: Limits = field(default_factory=Limits)
+    sink_token_file: str | None = None
 
     @property
     def key(self) -> str:
@@ -178,14 +181,15 @@ def parse_env(kind: str, env: Mapping[str, str], secrets: SecretLookup) -> Adapt
     if not 0 <= port <= 65535:
         raise ConfigError(f"{ENV_METRICS_PORT} must be a port number (0 picks a free one), got {port}")
     limits = _limits(env)
+    token_file = env.get(ENV_SINK_TOKEN_FILE, "").strip() or None
     if isinstance(spec, KafkaSourceSpec):
         key_type = env.get(ENV_KEY_TYPE) or DEFAULT_KEY_TYPE
         kafka = kafka_settings(spec, key_type=key_type, uid=env.get(ENV_UID) or None, secrets=secrets)
         return AdapterConfig("kafka", namespace, name, sink, delivery, spec.ordering, overrides, port, kafka=kafka,
-                             limits=limits)
+                             limits=limits, sink_token_file=token_file)
     rocketmq = rocketmq_settings(spec, secrets)
     return AdapterConfig("rocketmq", namespace, name, sink, delivery, spec.ordering, overrides, port,
-                         rocketmq=rocketmq, limits=limits)
+                         rocketmq=rocketmq, limits=limits, sink_token_file=token_file)
 
 
 def _kind_name(kind: str) -> str:

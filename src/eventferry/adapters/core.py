@@ -24,6 +24,7 @@ from eventferry.delivery import Attempt, Outcome, Sender, deliver
 from eventferry.delivery.deliver import dead_letter_event
 from eventferry.delivery.steps import kept_wait
 from eventferry.events import CloudEvent
+from eventferry.net.tokenfile import TokenFile
 
 log = logging.getLogger("eventferry.adapters")
 
@@ -155,7 +156,7 @@ async def run_with(config: AdapterConfig, stop: asyncio.Event, consume: Consumer
     """
     metrics = metrics or AdapterMetrics(config.kind, config.namespace, config.name)
     health = health or AdapterHealth()
-    sender = Sender()
+    sender = Sender(authorization=TokenFile(config.sink_token_file).authorization if config.sink_token_file else None)
     server = HealthServer(health, metrics.registry, config.metrics_port) if config.metrics_port is not None else None
     stopping = asyncio.Event()
     await sender.start()

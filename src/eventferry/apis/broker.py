@@ -8,7 +8,7 @@ from pydantic import Field
 
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import KReference
-from eventferry.apis.meta import ApiModel, Resource, Status
+from eventferry.apis.meta import GROUP, ApiModel, Resource, Status
 
 BROKER_CLASS_ANNOTATION = "eventferry.dev/broker.class"
 KNATIVE_BROKER_CLASS_ANNOTATION = "eventing.knative.dev/broker.class"
@@ -17,6 +17,12 @@ KAFKA = "Kafka"
 BROKER_CLASSES = (IN_MEMORY, KAFKA)
 # Knative's class names mapped to ours; any other Knative class passes through unchanged (and unknown).
 KNATIVE_BROKER_CLASSES = {"MTChannelBasedBroker": IN_MEMORY, "Kafka": KAFKA}
+
+
+def broker_audience(namespace: str, name: str) -> str:
+    """The audience a sender's token must carry for this Broker (its ``status.address.audience``), spelled as
+    Knative's: ``<group>/<kind>/<namespace>/<name>``, lower case."""
+    return f"{GROUP}/broker/{namespace}/{name}".lower()
 
 
 def broker_class_cel(annotations: str) -> str:
@@ -51,8 +57,16 @@ class Addressable(ApiModel):
     audience: str | None = None
 
 
+class AppliedEventPolicyRef(ApiModel):
+    """An EventPolicy that applies to the resource (Knative's AppliedEventPolicyRef)."""
+
+    api_version: str
+    name: str
+
+
 class BrokerStatus(Status):
-    """Observed state: Ready, Addressable, IngressReady and DeadLetterSinkResolved conditions, the address."""
+    """Observed state: Ready, Addressable, IngressReady, DeadLetterSinkResolved and EventPoliciesReady
+    conditions, the address (with the audience of senders' tokens when they are checked), the policies."""
 
     address: Addressable | None = None
     """Where producers POST events: the ingress URL of this Broker."""
@@ -60,6 +74,8 @@ class BrokerStatus(Status):
     dead_letter_sink_uri: str | None = None
     dead_letter_sink_ca_certs: str | None = Field(default=None, alias="deadLetterSinkCACerts")
     dead_letter_sink_audience: str | None = None
+    policies: list[AppliedEventPolicyRef] | None = None
+    """The EventPolicies that decide who may send to this Broker."""
 
 
 class Broker(Resource):

@@ -36,6 +36,13 @@ class SourceAutoscalingStatus(ApiModel):
     """Why: the lag against the thresholds, or what KEDA reports."""
 
 
+class AuthStatus(ApiModel):
+    """Who the adapter sends as (Knative's AuthStatus)."""
+
+    service_account_name: str | None = None
+    """The ServiceAccount whose tokens the adapter presents to its sink."""
+
+
 class SourceStatus(Status):
     """Status of a source: the resolved sink and the running consumers (read by the scale subresource)."""
 
@@ -49,6 +56,7 @@ class SourceStatus(Status):
     selector: str | None = None
     """Label selector of the adapter pods (the scale subresource's label selector)."""
     autoscaling: SourceAutoscalingStatus | None = None
+    auth: AuthStatus | None = None
 
 
 class SourceResource(Resource):

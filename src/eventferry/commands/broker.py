@@ -81,6 +81,7 @@ def _namespaced_name(text: str) -> tuple[str, str]:
 
 async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyncio.Event) -> None:
     from eventferry.dataplane.activation import BacklogReporter, SubscriberEndpointsFollower
+    from eventferry.dataplane.authentication import TokenVerifier, api_server_keys
     from eventferry.dataplane.contract_configmap import ConfigMapClient, ConfigMapContract
     from eventferry.net.kubeconn import ApiConnection
     from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP
@@ -93,8 +94,11 @@ async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyn
     # Autoscaled subscribers: their endpoints, as the operator says, and their Triggers' backlogs, to it.
     endpoints = SubscriberEndpointsFollower(client, dataplane, namespace)
     reporter = BacklogReporter(client, dataplane, namespace, follower.replica)
+    # Senders' tokens, for Brokers that ask for them: verified with the API server's service-account keys.
+    dataplane.verifier = TokenVerifier(api_server_keys(client.request))
     print(f"following ConfigMap {namespace}/{name}; reporting as {follower.replica}", flush=True)
     try:
-        await asyncio.gather(follower.run(stop), endpoints.run(stop), reporter.run(stop))
+        await asyncio.gather(follower.run(stop), endpoints.run(stop), reporter.run(stop),
+                             dataplane.verifier.run(stop))
     finally:
         await client.close()

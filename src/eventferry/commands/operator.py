@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from eventferry.commands.common import add_logging, configure_logging
+from eventferry.contract.senders import AUTHORIZATION_MODES, DEFAULT_AUTHORIZATION_MODE
 
 
 def _env(name: str, default: str) -> str:
@@ -53,6 +54,14 @@ def register(subparsers: Any) -> None:
                         help="seconds between retries of what waits on something else (a Secret, a sink, a topic)")
     parser.add_argument("--lease-duration", type=float, default=_env("LEASE_DURATION", "15"),
                         help="seconds a standby waits before taking over from a leader that stopped renewing")
+    parser.add_argument("--authentication", choices=["disabled", "required"],
+                        default=_env("AUTHENTICATION", "disabled"),
+                        help="required: senders to a Broker present a ServiceAccount token for its audience, and "
+                             "EventPolicies say who may send (env EVENTFERRY_AUTHENTICATION; docs/security.md)")
+    parser.add_argument("--default-authorization-mode", choices=list(AUTHORIZATION_MODES),
+                        default=_env("DEFAULT_AUTHORIZATION_MODE", DEFAULT_AUTHORIZATION_MODE),
+                        help="who may send to a Broker that no EventPolicy selects, with --authentication=required "
+                             "(env EVENTFERRY_DEFAULT_AUTHORIZATION_MODE)")
     add_logging(parser)
 
 
@@ -80,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         debounce=args.debounce,
         retry_interval=args.retry_interval,
         lease_duration=args.lease_duration,
+        authentication=args.authentication,
+        authorization_mode=args.default_authorization_mode,
     )
     try:
         return asyncio.run(run_operator(config))

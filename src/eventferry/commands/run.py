@@ -16,6 +16,7 @@ from eventferry.commands.common import (
     dataplane_settings,
     parse_services,
 )
+from eventferry.contract.senders import AUTHORIZATION_MODES, DEFAULT_AUTHORIZATION_MODE
 
 log = logging.getLogger("eventferry.run")
 
@@ -37,6 +38,13 @@ def register(subparsers: Any) -> None:
                              "that prints them (for trying manifests out)")
     parser.add_argument("--kafka-bootstrap-servers", default=None,
                         help="bootstrap servers for Kafka brokers whose config names none (comma-separated)")
+    parser.add_argument("--authentication", choices=["disabled", "required"], default="disabled",
+                        help="required: senders present a ServiceAccount token for the Broker's audience, verified "
+                             "with the keys of the API server of KUBECONFIG; EventPolicy manifests say who may send "
+                             "(default disabled: open to whoever reaches --host, 127.0.0.1 unless changed)")
+    parser.add_argument("--default-authorization-mode", choices=list(AUTHORIZATION_MODES),
+                        default=DEFAULT_AUTHORIZATION_MODE,
+                        help="with --authentication required: who may send to a Broker no EventPolicy selects")
     add_ingress_limits(parser)
     add_logging(parser)
 
@@ -50,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from eventferry.contract.senders import SenderAuthorization
     from eventferry.dataplane.server import stop_on_signals
-    from eventferry.embedded.local import CannotListen, local_broker
+    from eventferry.embedded.local import CannotListen, CannotVerifyTokens, local_broker
     from eventferry.embedded.manifests import ManifestError
 
     try:
@@ -61,9 +70,10 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     stop = asyncio.Event()
     stop_on_signals(stop)
+    senders = SenderAuthorization(args.default_authorization_mode) if args.authentication == "required" else None
     try:
         async with local_broker([Path(p) for p in args.filename], args.host, args.port, services,
-                                dataplane_settings(args), display=args.display) as embedded:
+                                dataplane_settings(args), display=args.display, senders=senders) as embedded:
             for line in embedded.addresses():
                 print(line, flush=True)
             print(f"ready: http://{args.host}:{embedded.server.port}/readyz (Ctrl-C to stop)", flush=True)
@@ -71,7 +81,7 @@ async def _main(args: argparse.Namespace) -> int:
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except CannotListen as error:
+    except (CannotListen, CannotVerifyTokens) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

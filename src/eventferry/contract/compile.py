@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from eventferry.apis.broker import BROKER_CLASSES, KAFKA, Broker
+from eventferry.apis.broker import BROKER_CLASSES, KAFKA, Broker, broker_audience
 from eventferry.apis.delivery import (
     DEFAULT_BACKOFF_DELAY,
     DEFAULT_BACKOFF_POLICY,
@@ -25,6 +25,7 @@ from eventferry.cesql import CESQLParseError, compile_expression
 from eventferry.contract import model
 from eventferry.contract.kafka_names import broker_topic
 from eventferry.contract.resolve import Resolver, Unresolvable
+from eventferry.contract.senders import SenderAuthorization, Target, sender_policies
 
 DEFAULT_PARTITIONS = 10
 DEFAULT_REPLICATION = 1
@@ -57,9 +58,11 @@ class Compiled:
 
 def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], resolver: Resolver, *,
                      generation: int, config_maps: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
-                     default_kafka_bootstrap: list[str] | None = None, autoscaling: bool = True) -> Compiled:
+                     default_kafka_bootstrap: list[str] | None = None, autoscaling: bool = True,
+                     senders: SenderAuthorization | None = None) -> Compiled:
     """``autoscaling``: whether a Trigger may scale its subscriber's workload (the operator); ``eventferry run``
-    has no workloads, so its Triggers deliver as if they did not ask for it."""
+    has no workloads, so its Triggers deliver as if they did not ask for it. ``senders``: Brokers check
+    senders' tokens and let in whom these policies allow (None: anyone may send)."""
     config_maps = config_maps or {}
     problems: list[CompileProblem] = []
     routable: dict[tuple[str, str], Broker] = {}
@@ -91,11 +94,20 @@ def compile_contract(brokers: Iterable[Broker], triggers: Iterable[Trigger], res
     contract_brokers = []
     for (ns, name), broker in sorted(routable.items()):
         klass = broker.broker_class
+        audience, policies = None, []
+        if senders is not None:
+            audience = broker_audience(ns, name)
+            policies = sender_policies(broker_target(broker), senders)
         contract_brokers.append(model.Broker(
             namespace=ns, name=name, uid=broker.metadata.uid or "", generation=broker.metadata.generation or 0,
             broker_class=klass if klass in BROKER_CLASSES else "InMemory", kafka=kafka[(ns, name)],
-            triggers=sorted(routes[(ns, name)], key=lambda t: t.name)))
+            triggers=sorted(routes[(ns, name)], key=lambda t: t.name), audience=audience, policies=policies))
     return Compiled(model.Contract(generation=generation, brokers=contract_brokers), problems)
+
+
+def broker_target(broker: Broker) -> Target:
+    """The Broker as an EventPolicy target."""
+    return Target(broker.api_version, "Broker", broker.namespace, broker.metadata.name, broker.metadata.labels or {})
 
 
 def _namespace(obj: Broker | Trigger) -> str:

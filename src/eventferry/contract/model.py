@@ -89,6 +89,17 @@ class KafkaSettings(_Model):
     security: dict[str, str] = Field(default_factory=dict)
 
 
+class SenderPolicy(_Model):
+    """Who may send what to a Broker: one EventPolicy that selects it, or the default authorization mode
+    (``docs/security.md``). A request is allowed when its sender's subject matches one of ``subjects`` and
+    each of its events passes ``filters``."""
+
+    name: str = Field(description="the EventPolicy's namespace/name, or 'default: <mode>'")
+    subjects: list[str] = Field(default_factory=list, alias="from",
+                                description="exact subjects, or prefixes ending in '*'")
+    filters: list[SubscriptionsAPIFilter] = Field(default_factory=list)
+
+
 class Broker(_Model):
     namespace: str
     name: str
@@ -97,6 +108,10 @@ class Broker(_Model):
     broker_class: BrokerClass = Field(default="InMemory", alias="class")
     kafka: KafkaSettings | None = None
     triggers: list[Trigger] = Field(default_factory=list)
+    audience: str | None = None
+    """Set when senders must authenticate: the audience their ServiceAccount token must carry (401 without)."""
+    policies: list[SenderPolicy] = Field(default_factory=list)
+    """With ``audience``: a sender is let in when one of these allows it (403 otherwise); none lets no one in."""
 
     @property
     def path(self) -> str:

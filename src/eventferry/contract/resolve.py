@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
+from eventferry.apis.broker import broker_audience
 from eventferry.apis.duck import Destination, KReference
 
 # (namespace, name) -> URL, or None when that object is unknown or has no address yet.
@@ -32,6 +33,19 @@ class Resolver:
     service_url: Lookup = field(default=lambda namespace, name: cluster_service_url(namespace, name))
     # Other addressables by (apiVersion group, kind) -> lookup, e.g. Knative Services.
     others: dict[tuple[str, str], Lookup] = field(default_factory=dict)
+    # Whether EventFerry Brokers check senders' tokens (they then have an audience).
+    broker_audiences: bool = False
+
+    def audience(self, destination: Destination, namespace: str) -> str | None:
+        """The audience of the token to present to ``destination``: its own ``audience``, else an EventFerry
+        Broker's when Brokers check tokens, else None (send no token)."""
+        if destination.audience:
+            return destination.audience
+        ref = destination.ref
+        if self.broker_audiences and ref is not None and ref.kind == "Broker" \
+                and ref.api_version.split("/")[0] == "eventferry.dev":
+            return broker_audience(ref.namespace or namespace, ref.name)
+        return None
 
     def resolve(self, destination: Destination, namespace: str) -> str:
         if destination.ref is None:

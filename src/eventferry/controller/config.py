@@ -6,8 +6,10 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import Literal
 
 from eventferry import __version__
+from eventferry.contract.senders import DEFAULT_AUTHORIZATION_MODE, AuthorizationMode
 from eventferry.resources.adapter import AdapterSettings
 from eventferry.resources.names import INGRESS_SERVICE, OPERATOR_LEASE, SYSTEM_NAMESPACE
 
@@ -50,5 +52,10 @@ class OperatorConfig:
     backlog_url: str | None = None
     """Where KEDA reaches this operator's probe server (its ``/backlog/...`` endpoint, for RocketMQSources
     of class keda), e.g. ``http://eventferry-operator.eventferry-system.svc.cluster.local:9090``."""
+    authentication: Literal["disabled", "required"] = "disabled"
+    """``required``: Brokers take events only from senders with a ServiceAccount token for their audience
+    (``status.address.audience``) whom an EventPolicy, or else ``authorization_mode``, allows."""
+    authorization_mode: AuthorizationMode = DEFAULT_AUTHORIZATION_MODE
+    """For Brokers that no EventPolicy selects (Knative's default-authorization-mode)."""
     unload_timeout: float = 30.0
     """How long a deleted Kafka Broker waits for the data plane to drop it before its topics go."""

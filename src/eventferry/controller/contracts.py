@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from eventferry.apis.broker import KAFKA, Broker
+from eventferry.apis.broker import KAFKA, Broker, broker_audience
 from eventferry.apis.delivery import DeliverySpec
 from eventferry.apis.duck import Destination
+from eventferry.apis.eventpolicy import EventPolicy
 from eventferry.apis.meta import DEFAULT_NAMESPACE, Resource
 from eventferry.apis.trigger import Trigger
-from eventferry.contract.compile import Compiled, compile_contract
+from eventferry.contract.compile import Compiled, broker_target, compile_contract
 from eventferry.contract.model import Contract, KafkaSettings
 from eventferry.contract.resolve import Resolver, Unresolvable
+from eventferry.contract.senders import ResolvedPolicy, SenderAuthorization, applying
 from eventferry.controller import topics
 from eventferry.controller.kube import ApiError, resource_path
 from eventferry.controller.status_writer import StatusWriter
@@ -43,6 +45,7 @@ from eventferry.resources.contract import (
     same_routing,
     stored_bytes,
 )
+from eventferry.resources.eventpolicy import ResolvedSenders, eventpolicy_status, resolve_senders
 from eventferry.resources.names import CONTRACT_CONFIGMAP, DATAPLANE_STATUS_CONFIGMAP, PART_OF, broker_address
 from eventferry.resources.readiness import BROKER, TRIGGER, ContractHistory, gate, loaded_generation
 from eventferry.resources.status import (
@@ -54,6 +57,7 @@ from eventferry.resources.status import (
     TriggerFacts,
     broker_ready,
     broker_status,
+    event_policies_condition,
     trigger_status,
 )
 
@@ -118,6 +122,10 @@ class _Pass:
     entries: Mapping[tuple[str, str, str], Any]
     problems: dict[tuple[str, str, str], StatusProblem]
     stamp: str
+    policy_bodies: list[dict[str, Any]] = field(default_factory=list)
+    senders: dict[Key, ResolvedSenders] = field(default_factory=dict)
+    """Each valid EventPolicy's senders, resolved."""
+    authorization: SenderAuthorization = field(default_factory=SenderAuthorization)
     ready_of: dict[Key, Mapping[str, Any]] = field(default_factory=dict)
 
 
@@ -223,23 +231,36 @@ class ContractReconciler:
         self._learn_loaded()
         writes = [(body, self._broker_status(run, body)) for body in run.broker_bodies]
         writes += [(body, self._trigger_status(run, body)) for body in run.trigger_bodies]
+        writes += [(body, self._eventpolicy_status(run, body)) for body in run.policy_bodies]
         self.statuses.forget_all_but({body["metadata"].get("uid") for body, _ in writes})
         limit = asyncio.Semaphore(self.config.status_concurrency)
         await asyncio.gather(*(self.statuses.write(body, status, limit) for body, status in writes))
 
+    @property
+    def authenticating(self) -> bool:
+        return self.config.authentication == "required"
+
     def _read(self) -> _Pass:
         views = self.ctx.views
-        resolver = views.resolver()
+        resolver = views.resolver(broker_audiences=self.authenticating)
         broker_bodies = [b for b in views.brokers() if not deleting(b)]
         trigger_bodies = [t for t in views.triggers() if not deleting(t)]
+        policy_bodies = [p for p in views.eventpolicies() if not deleting(p)]
         brokers, invalid_brokers = parse(Broker, broker_bodies)
         triggers, invalid_triggers = parse(Trigger, trigger_bodies)
+        policies, _ = parse(EventPolicy, policy_bodies)  # the CRD's rules let no invalid one in
+        senders = {key: resolve_senders(policy, self.config.adapter.service_account)
+                   for key, policy in policies.items()}
+        authorization = SenderAuthorization(self.config.authorization_mode, tuple(
+            ResolvedPolicy(policies[key], resolved.subjects) for key, resolved in sorted(senders.items())))
         compiled = compile_contract(brokers.values(), triggers.values(), resolver, generation=0,
                                     config_maps=views.config_maps(),
-                                    default_kafka_bootstrap=list(self.config.default_kafka_bootstrap) or None)
+                                    default_kafka_bootstrap=list(self.config.default_kafka_bootstrap) or None,
+                                    senders=authorization if self.authenticating else None)
         problems = {(p.kind, p.namespace, p.name): StatusProblem(p.reason, p.message) for p in compiled.problems}
         return _Pass(resolver, broker_bodies, trigger_bodies, brokers, invalid_brokers, triggers, invalid_triggers,
-                     compiled, contract_entries(compiled.contract), problems, now_rfc3339())
+                     compiled, contract_entries(compiled.contract), problems, now_rfc3339(), policy_bodies, senders,
+                     authorization)
 
     def _learn_loaded(self) -> None:
         self.loaded = loaded_generation(self.ctx.views.reports(), datetime.now(UTC), self.config.report_stale_after)
@@ -275,8 +296,17 @@ class ContractReconciler:
         if broker.broker_class == KAFKA:
             topic_condition = topic.condition if topic else unknown(TOPIC_READY, "TopicNotCreated", "pending")
         address = broker_address(self.config.ingress_service, self.config.system_namespace, *key)
+        policies = tuple(p.policy.metadata.name for p in applying(broker_target(broker), run.authorization))
         return BrokerFacts(address=address, ingress=self._gate(run, BROKER, key, INGRESS_READY),
-                           dead_letter=dead_letter, topic=topic_condition)
+                           dead_letter=dead_letter, topic=topic_condition,
+                           audience=broker_audience(*key) if self.authenticating else None, policies=policies,
+                           senders=event_policies_condition(self.authenticating, self.config.authorization_mode,
+                                                            policies))
+
+    def _eventpolicy_status(self, run: _Pass, body: dict[str, Any]) -> dict[str, Any]:
+        resolved = run.senders.get(_key(body), ResolvedSenders((), ("the EventPolicy does not validate",)))
+        return eventpolicy_status(resolved, self.authenticating, self.statuses.previous(body),
+                                  body["metadata"].get("generation"), run.stamp)
 
     def _trigger_status(self, run: _Pass, body: dict[str, Any]) -> dict[str, Any]:
         return trigger_status(self._trigger_facts(run, body), self.statuses.previous(body),

@@ -163,6 +163,13 @@ async def trigger_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: 
         ctx.events.recovered(body)
 
 
+async def eventpolicy_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: str | None, name: str,
+                            **_: Any) -> None:
+    metadata = body.get("metadata") or {}
+    fingerprint = (metadata.get("uid"), metadata.get("generation"), metadata.get("deletionTimestamp") is not None)
+    _ctx(memo).contracts.observe("EventPolicy", (namespace, name), None if type == "DELETED" else fingerprint)
+
+
 async def service_event(memo: kopf.Memo, type: str, namespace: str | None, name: str, **_: Any) -> None:
     _ctx(memo).contracts.observe("Service", (namespace, name), None if type == "DELETED" else True)
     _ctx(memo).subscribers.poke()
@@ -241,7 +248,7 @@ def register(registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegi
     on.startup(id="startup", registry=registry)(startup)
     on.login(id="login", registry=registry)(login)
     on.cleanup(id="cleanup", registry=registry)(cleanup)
-    for kind in ("Broker", "Trigger", "KafkaSource", "RocketMQSource"):
+    for kind in ("Broker", "Trigger", "KafkaSource", "RocketMQSource", "EventPolicy"):
         kopf.index(GROUP, VERSION, PLURALS[kind], id=f"{kind.lower()}_index", registry=registry)(slim_index)
     kopf.index("", "v1", "services", id="service_index", registry=registry)(service_index)
     kopf.index("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT},
@@ -251,6 +258,7 @@ def register(registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegi
                registry=registry)(dataplane_index)
     on.event(GROUP, VERSION, PLURALS["Broker"], id="broker_event", registry=registry)(broker_event)
     on.event(GROUP, VERSION, PLURALS["Trigger"], id="trigger_event", registry=registry)(trigger_event)
+    on.event(GROUP, VERSION, PLURALS["EventPolicy"], id="eventpolicy_event", registry=registry)(eventpolicy_event)
     on.event("", "v1", "services", id="service_event", registry=registry)(service_event)
     on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT},
              id="endpointslice_event", registry=registry)(endpointslice_event)

@@ -34,6 +34,7 @@ from eventferry.kafka.connection import MappingSecrets, SecretLookup, security
 from eventferry.resources.adapter import (
     Source,
     adapter_deployment,
+    adapter_service_account,
     autoscaled,
     ce_attributes,
     deployment_name,
@@ -110,8 +111,9 @@ class SourceReconciler:
                                 StatusProblem("InvalidSpec", why))
             await self._write_status(body, facts)
             return
-        resolver = self.ctx.views.resolver()
+        resolver = self.ctx.views.resolver(broker_audiences=self.ctx.config.authentication == "required")
         sink = resolve(resolver, source.spec.sink, namespace)
+        sink_audience = resolver.audience(source.spec.sink, namespace) if sink.uri is not None else None
         delivery: Delivery | None = None
         problem: StatusProblem | None = None
         if source.spec.delivery is not None:
@@ -126,12 +128,18 @@ class SourceReconciler:
         path = resource_path("apps/v1", "deployments", namespace, deployment_name(source))
         current = await self.ctx.api.get(path)
         if sink.uri is not None and problem is None:
-            desired = adapter_deployment(source, sink_uri=sink.uri, delivery=delivery, settings=self.ctx.config.adapter)
+            settings = self.ctx.config.adapter
+            if sink_audience and not settings.service_account:
+                await self._apply_service_account(source)
+            desired = adapter_deployment(source, sink_uri=sink.uri, delivery=delivery, settings=settings,
+                                         sink_audience=sink_audience)
             current = await self._apply(path, current, desired)
         report = await self._autoscale(source, body, current, secrets)
         replicas = int(((current or {}).get("status") or {}).get("replicas") or 0)
+        account = ((current or {}).get("spec") or {}).get("template", {}).get("spec", {}).get("serviceAccountName")
         facts = SourceFacts(sink, deployed(current), problem, consumers=replicas, selector=selector(source),
-                            ce_attributes=ce_attributes(source), scaling=report)
+                            ce_attributes=ce_attributes(source), scaling=report, sink_audience=sink_audience,
+                            service_account=account if sink_audience else None)
         await self._write_status(body, facts)
 
     async def _autoscale(self, source: Source, body: dict[str, Any], deployment: dict[str, Any] | None,
@@ -205,6 +213,13 @@ class SourceReconciler:
             except ApiError as error:
                 if error.status != 404:
                     raise
+
+    async def _apply_service_account(self, source: Source) -> None:
+        desired = adapter_service_account(source)
+        path = resource_path("v1", "serviceaccounts", source.namespace, desired["metadata"]["name"])
+        current = await self.ctx.api.get(path)
+        if current is None or not holds(current, desired):
+            await self.ctx.api.apply(path, desired)
 
     async def _apply(self, path: str, current: dict[str, Any] | None,
                      desired: dict[str, Any]) -> dict[str, Any] | None:

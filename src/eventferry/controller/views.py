@@ -25,7 +25,7 @@ KOPF_PREFIX = "operator.eventferry.dev"
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 
 INDICES = ("broker_index", "trigger_index", "service_index", "configmap_index", "dataplane_index",
-           "kafkasource_index", "rocketmqsource_index", "endpointslice_index")
+           "kafkasource_index", "rocketmqsource_index", "endpointslice_index", "eventpolicy_index")
 
 
 def slim(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,6 +96,9 @@ class Views:
     def triggers(self) -> list[dict[str, Any]]:
         return list(self._all("trigger_index"))
 
+    def eventpolicies(self) -> list[dict[str, Any]]:
+        return list(self._all("eventpolicy_index"))
+
     def source(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         index = {"KafkaSource": "kafkasource_index", "RocketMQSource": "rocketmqsource_index"}[kind]
         found: dict[str, Any] | None = self._one(index, (namespace, name))
@@ -132,8 +135,9 @@ class Views:
         url = ((body.get("status") or {}).get("address") or {}).get("url")
         return str(url) if url else None
 
-    def resolver(self) -> Resolver:
+    def resolver(self, broker_audiences: bool = False) -> Resolver:
+        """``broker_audiences``: Brokers check senders' tokens (then a ref to a Broker has an audience)."""
         def service_url(namespace: str, name: str) -> str | None:
             return cluster_service_url(namespace, name) if self.service_exists(namespace, name) else None
 
-        return Resolver(broker_url=self.broker_address, service_url=service_url)
+        return Resolver(broker_url=self.broker_address, service_url=service_url, broker_audiences=broker_audiences)

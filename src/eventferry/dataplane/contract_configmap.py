@@ -52,8 +52,8 @@ class ConfigMapClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(self, content_type: str | None = None, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Accept": accept}
         token = self.connection.authorization()
         if token:
             headers["Authorization"] = token
@@ -66,10 +66,11 @@ class ConfigMapClient:
         return f"/api/v1/namespaces/{namespace}/configmaps" + (f"/{name}" if name else "")
 
     async def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                      body: Any = None, content_type: str = "application/json", timeout: float = 30) -> Any:
+                      body: Any = None, content_type: str = "application/json", timeout: float = 30,
+                      accept: str = "application/json") -> Any:
         data = json.dumps(body) if body is not None else None
         async with self._http().request(method, self.connection.server + path, params=params, data=data,
-                                        headers=self._headers(content_type if data else None),
+                                        headers=self._headers(content_type if data else None, accept),
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             text = await response.text()
             if response.status >= 400:

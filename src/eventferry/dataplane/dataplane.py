@@ -16,6 +16,8 @@ from typing import Literal, Protocol
 from eventferry.apis.meta import object_key
 from eventferry.contract import model
 from eventferry.contract.activation import SubscriberEndpoints, TriggerBacklog
+from eventferry.dataplane.authentication import TokenVerifier
+from eventferry.dataplane.authorization import SenderPolicies
 from eventferry.dataplane.memory import InMemoryBroker, MemoryLimits
 from eventferry.dataplane.metrics import DEFAULT_MAX_EVENT_TYPES, BrokerMetrics
 from eventferry.dataplane.trigger_delivery import TriggerDelivery
@@ -71,6 +73,10 @@ class DataPlane:
         self.loaded = False
         self.endpoints: dict[str, SubscriberEndpoints] = {}
         """The autoscaled subscribers' endpoints, as the operator last said (``contract.activation``)."""
+        self.verifier: TokenVerifier | None = None
+        """Checks senders' tokens for Brokers that ask for them (``contract.Broker.audience``); None: no way to
+        (no API server), so such a Broker answers 503 until there is one."""
+        self.sender_policies: dict[str, SenderPolicies] = {}
 
     def broker(self, namespace: str, name: str) -> BrokerRuntime | None:
         return self.brokers.get(object_key(namespace, name))
@@ -95,6 +101,7 @@ class DataPlane:
             # Known while it starts: its ingress answers 503 (retry) until it can store, never 404.
             self.brokers[key] = runtime
             await runtime.start()
+        self.sender_policies = {key: SenderPolicies(spec) for key, spec in wanted.items() if spec.audience}
         self.contract = contract
         self.loaded = True
         large = sum(len(broker.triggers) for broker in contract.brokers) >= SETTLE_FROM_TRIGGERS

@@ -1,9 +1,11 @@
 """The broker ingress: ``POST /<namespace>/<broker>`` takes CloudEvents in (binary, structured, batch).
 
-A request goes through three steps, each of which may refuse it with a precise status: the guard
-(method, role, contract loaded, broker known, declared length), the body and parse (the whole body
-up to the limit, in time, and a valid event that can be delivered as it is), and admission (the
-broker stores it, or says it is full or unavailable). Every answer is counted once, in ``_count``.
+A request goes through four steps, each of which may refuse it with a precise status: the guard
+(method, role, contract loaded, broker known, declared length), the sender (a valid token for the Broker's
+audience, 401, and a policy that lets it in, 403, when the Broker asks for them: before the body is read),
+the body and parse (the whole body up to the limit, in time, and a valid event that can be delivered as it
+is, and allowed by the sender's policy's filters), and admission (the broker stores it, or says it is full or
+unavailable). Every answer is counted once, in ``_count``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from eventferry.dataplane.admission import Overloaded, Unavailable, stamp_arrival, ttl_of
+from eventferry.dataplane.authentication import KeysUnavailable, Unauthenticated
+from eventferry.dataplane.authorization import Forbidden
 from eventferry.dataplane.dataplane import BrokerRuntime, DataPlane
 from eventferry.dataplane.keys import DATAPLANE_KEY
 from eventferry.events import CloudEvent, InvalidEvent
@@ -55,8 +60,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     broker: BrokerRuntime | None = None
     try:
         broker = _guard(request, dataplane, namespace, name)
+        check_events = await _sender(request, dataplane, broker)
         body = await _body(request, dataplane)
         events = _parse(request, body)
+        check_events(events)
         await _admit(dataplane, broker, events)
     except Refused as refusal:
         _count(dataplane, namespace, name, broker is not None, events, str(refusal.status))
@@ -82,6 +89,48 @@ def _guard(request: web.Request, dataplane: DataPlane, namespace: str, name: str
         raise Refused(413, f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes",
                       close=True)
     return broker
+
+
+def _no_check(_: list[CloudEvent]) -> None:
+    return None
+
+
+async def _sender(request: web.Request, dataplane: DataPlane,
+                  broker: BrokerRuntime) -> Callable[[list[CloudEvent]], None]:
+    """Authenticates and authorizes the sender when the Broker asks (``audience`` in the contract); the
+    returned check then refuses the events that the sender's policies' filters do not let through."""
+    audience = broker.spec.audience
+    if not audience:
+        return _no_check
+    verifier, policies = dataplane.verifier, dataplane.sender_policies.get(broker.spec.key)
+    if verifier is None or policies is None:
+        raise Refused(503, "this data plane cannot verify senders' tokens (no access to the API server's "
+                           "service-account keys): check its service account and the API server", {"Retry-After": "5"},
+                      close=True)
+    try:
+        caller = await verifier.verify(request.headers.get("Authorization"), audience)
+    except Unauthenticated as error:
+        raise Refused(401, f"unauthenticated: {error}", {"WWW-Authenticate": _challenge(audience, str(error))},
+                      close=True) from None
+    except KeysUnavailable as error:
+        raise Refused(503, f"cannot verify the token yet: {error}", {"Retry-After": "2"}, close=True) from None
+    try:
+        admitting = policies.admitting(caller.subject)
+    except Forbidden as error:
+        raise Refused(403, f"forbidden: {error}", close=True) from None
+
+    def check_events(events: list[CloudEvent]) -> None:
+        try:
+            policies.check_events(caller.subject, admitting, events)
+        except Forbidden as error:
+            raise Refused(403, f"forbidden: {error}") from None
+
+    return check_events
+
+
+def _challenge(audience: str, reason: str) -> str:
+    quoted = reason.replace("\\", "").replace('"', "'")
+    return f'Bearer realm="eventferry", audience="{audience}", error="invalid_token", error_description="{quoted}"'
 
 
 async def _body(request: web.Request, dataplane: DataPlane) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -28,11 +29,16 @@ class Attempt:
 
 
 class Sender:
-    """Owns the connection pool; one per process component. Bounded per target host."""
+    """Owns the connection pool; one per process component. Bounded per target host.
 
-    def __init__(self, per_host: int = 100, total: int = 1000) -> None:
+    ``authorization``: the ``Authorization`` header of every request (an adapter's token for its sink), asked
+    for each request so that a rotated token is used at once; None or an empty answer sends none."""
+
+    def __init__(self, per_host: int = 100, total: int = 1000,
+                 authorization: Callable[[], str | None] | None = None) -> None:
         self._per_host = per_host
         self._total = total
+        self._authorization = authorization
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -70,6 +76,10 @@ class Sender:
         try:
             if headers:
                 wire_headers.update(headers)
+            if self._authorization is not None:
+                credentials = self._authorization()
+                if credentials:
+                    wire_headers["Authorization"] = credentials
             # An event without datacontenttype goes without Content-Type: the one aiohttp would add
             # (application/octet-stream) would reach the receiver as the event's datacontenttype.
             skip = () if any(key.lower() == "content-type" for key in wire_headers) else ("Content-Type",)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from eventferry.apis.broker import Broker
+from eventferry.apis.eventpolicy import EventPolicy
 from eventferry.apis.meta import DEFAULT_NAMESPACE, GROUP
 from eventferry.apis.trigger import Trigger
 
@@ -31,6 +32,7 @@ class ManifestError(ValueError):
 class Manifests:
     brokers: list[Broker] = field(default_factory=list)
     triggers: list[Trigger] = field(default_factory=list)
+    eventpolicies: list[EventPolicy] = field(default_factory=list)
     config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     sources: list[dict[str, Any]] = field(default_factory=list)  # KafkaSource / RocketMQSource documents
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # (ns, name) -> key -> value
@@ -92,6 +94,8 @@ def load_manifests(paths: Iterable[str | Path]) -> Manifests:
                     result.brokers.append(Broker.model_validate(doc))
                 elif kind == "Trigger":
                     result.triggers.append(Trigger.model_validate(doc))
+                elif kind == "EventPolicy":
+                    result.eventpolicies.append(EventPolicy.model_validate(doc))
                 elif kind in ("KafkaSource", "RocketMQSource"):
                     result.sources.append(doc)
                 else:

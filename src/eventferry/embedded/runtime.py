@@ -15,18 +15,24 @@ from pathlib import Path
 
 from eventferry.contract.compile import Compiled, compile_contract
 from eventferry.contract.resolve import Resolver
+from eventferry.contract.senders import ResolvedPolicy, SenderAuthorization
 from eventferry.dataplane.server import Server
 from eventferry.embedded.display import display_url
 from eventferry.embedded.manifests import ManifestError, Manifests, load_manifests, manifest_files
 from eventferry.embedded.sources import EmbeddedSources
+from eventferry.resources.eventpolicy import resolve_senders
 
 log = logging.getLogger("eventferry.run")
 
 
 class Embedded:
     def __init__(self, paths: list[Path], server: Server, services: dict[tuple[str, str], str],
-                 kafka_bootstrap: list[str] | None, display: bool = False) -> None:
+                 kafka_bootstrap: list[str] | None, display: bool = False,
+                 senders: SenderAuthorization | None = None) -> None:
+        """``senders``: Brokers check senders' tokens and let in whom the manifests' EventPolicies (resolved
+        into it at each load), else its mode, allow; None: anyone who reaches the address may send."""
         self.paths = paths
+        self.senders = senders
         self.display = display  # unmapped Service refs go to the built-in event display
         self.server = server
         self.services = services
@@ -45,6 +51,15 @@ class Embedded:
         self.manifests = load_manifests(self.paths)
         for item in self.manifests.ignored:
             log.warning("ignored (not an eventferry.dev manifest or a ConfigMap): %s", item)
+        if self.senders is not None:
+            if self.manifests.sources:
+                raise ManifestError("sources run in this process and present no token: with --authentication "
+                                    "required, run them in a cluster (or run without it)")
+            self.senders = SenderAuthorization(self.senders.mode, tuple(
+                ResolvedPolicy(policy, resolve_senders(policy).subjects) for policy in self.manifests.eventpolicies))
+        elif self.manifests.eventpolicies:
+            log.warning("%d EventPolicy manifest(s) not enforced: senders are not authenticated (run with "
+                        "--authentication required)", len(self.manifests.eventpolicies))
         if self.manifests.cluster_workloads:
             log.info("%d Deployment and Service manifest(s) not run here (a cluster's workloads; Service refs map "
                      "to --service URLs)", len(self.manifests.cluster_workloads))
@@ -74,7 +89,8 @@ class Embedded:
         self.generation += 1
         compiled = compile_contract(self.manifests.brokers, self.manifests.triggers, self._resolver(),
                                     generation=self.generation, config_maps=self.manifests.config_maps,
-                                    default_kafka_bootstrap=self.kafka_bootstrap, autoscaling=False)
+                                    default_kafka_bootstrap=self.kafka_bootstrap, autoscaling=False,
+                                    senders=self.senders)
         for problem in compiled.problems:
             hint = " (map it with --service NAME.NAMESPACE=URL)" if problem.reason == "ServiceNotFound" else ""
             log.warning("%s %s/%s not routed: %s: %s%s", problem.kind, problem.namespace, problem.name,
@@ -87,8 +103,9 @@ class Embedded:
         assert self.compiled is not None
         lines = []
         for broker in self.compiled.contract.brokers:
+            checked = f", tokens for audience {broker.audience}" if broker.audience else ""
             lines.append(f"Broker {broker.key} ({broker.broker_class}): {self.base_url()}{broker.path} "
-                         f"({len(broker.triggers)} trigger(s))")
+                         f"({len(broker.triggers)} trigger(s){checked})")
         return lines
 
     async def watch(self, stop: asyncio.Event, interval: float = 1.0) -> None:

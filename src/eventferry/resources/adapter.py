@@ -56,8 +56,13 @@ def _fit(text: str, limit: int = MAX_LABEL) -> str:
     return f"{text[:limit - 11].rstrip('-.')}-{digest}"
 
 
+def adapter_name(kind: str, name: str) -> str:
+    """The name of a source's adapter Deployment, and of its ServiceAccount (its identity to a Broker)."""
+    return _fit(f"{kind.lower()}-{name}")
+
+
 def deployment_name(source: Source) -> str:
-    return _fit(f"{source.kind.lower()}-{source.metadata.name}")
+    return adapter_name(source.kind, source.metadata.name)
 
 
 def selector_labels(source: Source) -> dict[str, str]:
@@ -149,6 +154,19 @@ def _env(source: Source, sink_uri: str, delivery: Delivery | None, settings: Ada
     return [{"name": name, "value": value} for name, value in values.items()]
 
 
+SINK_TOKEN_VOLUME = "sink-token"
+SINK_TOKEN_DIR = "/var/run/secrets/eventferry.dev/sink"
+SINK_TOKEN_SECONDS = 3600  # the kubelet renews a projected token at 80% of its life
+
+
+def _sink_token(audience: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A projected ServiceAccount token for the sink's audience (a Broker that checks senders): the volume and
+    its mount. The pod mounts no other token: the adapter never calls the API."""
+    volume = {"name": SINK_TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
+        "audience": audience, "expirationSeconds": SINK_TOKEN_SECONDS, "path": "token"}}]}}
+    return volume, {"name": SINK_TOKEN_VOLUME, "mountPath": SINK_TOKEN_DIR, "readOnly": True}
+
+
 def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": METRICS_PORT_NAME}, "periodSeconds": period,
             "failureThreshold": failures}
@@ -164,20 +182,29 @@ def autoscaled(source: Source) -> bool:
 
 
 def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | None,
-                       settings: AdapterSettings) -> dict[str, Any]:
-    """The Deployment running the adapter of ``source``; ``delivery`` is the resolved spec.delivery.
+                       settings: AdapterSettings, sink_audience: str | None = None) -> dict[str, Any]:
+    """The Deployment running the adapter of ``source``; ``delivery`` is the resolved spec.delivery;
+    ``sink_audience``: the sink checks senders' tokens for this audience (the adapter then presents one).
 
     An autoscaled source's Deployment has no ``replicas``: the operator's server-side apply then owns
     no replica count, so it never fights the autoscaler (KEDA's HPA or the built-in one).
     """
     kind = ADAPTER_KIND[source.kind]
     volumes, mounts = _secret_volumes(source, settings)
+    env = _env(source, sink_uri, delivery, settings)
+    service_account = settings.service_account
+    if sink_audience:
+        service_account = service_account or deployment_name(source)
+        volume, mount = _sink_token(sink_audience)
+        volumes.append(volume)
+        mounts.append(mount)
+        env.append({"name": "K_SINK_TOKEN_FILE", "value": f"{SINK_TOKEN_DIR}/token"})
     pod_labels = labels(source)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": settings.image,
         "command": ["eventferry", "adapter", kind],
-        "env": _env(source, sink_uri, delivery, settings),
+        "env": env,
         "ports": [{"name": METRICS_PORT_NAME, "containerPort": settings.metrics_port, "protocol": "TCP"}],
         "livenessProbe": _probe("/healthz", 10, 3),
         "readinessProbe": _probe("/readyz", 5, 3),
@@ -209,8 +236,8 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
     }
     if volumes:
         pod_spec["volumes"] = volumes
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
     if settings.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
     return {
@@ -228,6 +255,18 @@ def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | No
             "selector": {"matchLabels": selector_labels(source)},
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
+    }
+
+
+def adapter_service_account(source: Source) -> dict[str, Any]:
+    """The source's own ServiceAccount, its identity to a Broker that checks senders (an EventPolicy names the
+    source, the operator resolves it to this); deleted with the source. It needs no permission."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": deployment_name(source), "namespace": source.namespace, "labels": labels(source),
+                     "ownerReferences": [owner_reference(source)]},
+        "automountServiceAccountToken": False,
     }
 
 

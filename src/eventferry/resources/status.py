@@ -10,12 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventferry.apis.meta import API_VERSION
 from eventferry.resources.conditions import Cond, false, merge, summarize, true, unknown
 
 ADDRESSABLE = "Addressable"
 INGRESS_READY = "IngressReady"
 DEAD_LETTER_SINK_RESOLVED = "DeadLetterSinkResolved"
 TOPIC_READY = "TopicReady"
+EVENT_POLICIES_READY = "EventPoliciesReady"
 BROKER_READY = "BrokerReady"
 SUBSCRIBER_RESOLVED = "SubscriberResolved"
 SINK_PROVIDED = "SinkProvided"
@@ -69,6 +71,28 @@ class BrokerFacts:
     dead_letter: Resolution | None = None
     topic: Cond | None = None
     """TopicReady, for Kafka-class Brokers."""
+    audience: str | None = None
+    """Set when senders must present a token for it."""
+    policies: tuple[str, ...] = ()
+    """The EventPolicies (their names, in the Broker's namespace) that apply to the Broker."""
+    senders: Cond | None = None
+    """EventPoliciesReady: who may send, as ``event_policies_condition`` says."""
+
+
+def event_policies_condition(authentication: bool, mode: str, policies: tuple[str, ...]) -> Cond:
+    """Knative's EventPoliciesReady: which policies decide who may send, or why none do."""
+    if not authentication:
+        if policies:
+            return false(EVENT_POLICIES_READY, "AuthenticationDisabled",
+                         f"EventPolicies {', '.join(policies)} apply but are not enforced: senders are not "
+                         "authenticated; run the operator with --authentication=required "
+                         "(chart value security.authentication)")
+        return true(EVENT_POLICIES_READY, "AuthenticationDisabled",
+                    "senders are not authenticated: any client that reaches the ingress may send")
+    if not policies:
+        return true(EVENT_POLICIES_READY, "DefaultAuthorizationMode",
+                    f"no EventPolicy selects this Broker: default authorization mode {mode}")
+    return true(EVENT_POLICIES_READY, "EventPoliciesReady", f"senders allowed by {', '.join(policies)}")
 
 
 def broker_conditions(facts: BrokerFacts) -> list[Cond]:
@@ -81,15 +105,20 @@ def broker_conditions(facts: BrokerFacts) -> list[Cond]:
     dependents = [addressable, ingress, _dead_letter(facts.dead_letter)]
     if facts.topic is not None:
         dependents.append(facts.topic)
+    if facts.senders is not None:
+        dependents.append(facts.senders)
     return [summarize(dependents), *dependents]
 
 
 def broker_status(facts: BrokerFacts, previous: Mapping[str, Any] | None, generation: int | None,
                   now: str) -> dict[str, Any]:
     dead_letter_uri = facts.dead_letter.uri if facts.dead_letter else None
-    address = {"url": facts.address} if facts.address and facts.problem is None else None
+    address: dict[str, str] | None = None
+    if facts.address and facts.problem is None:
+        address = {"url": facts.address, **({"audience": facts.audience} if facts.audience else {})}
+    policies = [{"apiVersion": API_VERSION, "name": name} for name in facts.policies] or None
     return _status(previous, broker_conditions(facts), generation, now,
-                   address=address, deadLetterSinkUri=dead_letter_uri)
+                   address=address, deadLetterSinkUri=dead_letter_uri, policies=policies)
 
 
 # --- Trigger ----------------------------------------------------------------------------------------------
@@ -220,6 +249,10 @@ class SourceFacts:
     ce_attributes: list[dict[str, str]] | None = None
     scaling: ScaleReport | None = None
     """None: not autoscaled (spec.consumers replicas)."""
+    sink_audience: str | None = None
+    """The sink checks senders' tokens for this audience; the adapter presents one."""
+    service_account: str | None = None
+    """The ServiceAccount the adapter sends as (status.auth.serviceAccountName), while it presents tokens."""
 
 
 def source_conditions(facts: SourceFacts) -> list[Cond]:
@@ -240,9 +273,10 @@ def source_status(facts: SourceFacts, previous: Mapping[str, Any] | None, genera
     scaling = None if report is None else {
         key: value for key, value in (("class", report.engine), ("desiredReplicas", report.desired),
                                       ("lag", report.lag), ("message", report.message)) if value is not None}
+    auth = {"serviceAccountName": facts.service_account} if facts.service_account else None
     return _status(previous, source_conditions(facts), generation, now, sinkUri=facts.sink.uri,
                    consumers=facts.consumers, selector=facts.selector, ceAttributes=facts.ce_attributes,
-                   autoscaling=scaling)
+                   autoscaling=scaling, sinkAudience=facts.sink_audience, auth=auth)
 
 
 def same_status(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
