@@ -371,3 +371,30 @@ def test_sender_authentication_is_one_value_and_the_operator_may_make_adapter_ac
     assert accounts == [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "create", "patch"]}]
     policies = [r for r in role["rules"] if "eventpolicies" in r["resources"]]
     assert policies and "watch" in policies[0]["verbs"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("mode", ["permissive", "strict"])
+def test_tls_serves_https_from_the_secret_and_tells_the_operator(mode: str) -> None:
+    docs = rendered("--set", "security.tls.enabled=true", "--set", f"security.tls.transportEncryption={mode}",
+                    "--set", "networkPolicy.enabled=true")
+    deployments = of_kind(docs, "Deployment")
+    broker = next(d for n, d in deployments.items() if n.endswith("-broker"))["spec"]["template"]["spec"]
+    args = broker["containers"][0]["args"]
+    assert "--tls-cert-file=/etc/eventferry/tls/tls.crt" in args and "--tls-port=8443" in args
+    assert ("--https-only" in args) == (mode == "strict")
+    assert {"name": "https", "containerPort": 8443, "protocol": "TCP"} in broker["containers"][0]["ports"]
+    [tls] = [v for v in broker["volumes"] if v["name"] == "tls"]
+    assert tls["secret"]["secretName"] == "eventferry-broker-ingress-tls"
+    operator = next(d for n, d in deployments.items() if n.endswith("-operator"))["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in operator["containers"][0]["env"]}
+    assert env["EVENTFERRY_TRANSPORT_ENCRYPTION"] == mode
+    assert env["EVENTFERRY_INGRESS_CA_FILE"] == "/etc/eventferry/tls/ca.crt"
+    [service] = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "eventferry-broker-ingress"]
+    assert {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"} in service["spec"]["ports"]
+    policy = next(d for n, d in of_kind(docs, "NetworkPolicy").items() if n.endswith("-broker"))
+    assert {"port": "https", "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
+    off = {e["name"]: e.get("value") for d in rendered() if d["kind"] == "Deployment"
+           and d["metadata"]["name"].endswith("-operator")
+           for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert off["EVENTFERRY_TRANSPORT_ENCRYPTION"] == "disabled" and "EVENTFERRY_INGRESS_CA_FILE" not in off

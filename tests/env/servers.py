@@ -104,8 +104,8 @@ class KubeAPI(Server):
         if not sa_key.exists():
             subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
         if not (certs / "front-proxy-client.crt").exists():
-            _openssl_ca(certs / "front-proxy-ca", "eventferry-front-proxy-ca")
-            _openssl_cert(certs / "front-proxy-ca", certs / "front-proxy-client", FRONT_PROXY_CLIENT, "clientAuth", [])
+            openssl_ca(certs / "front-proxy-ca", "eventferry-front-proxy-ca")
+            openssl_cert(certs / "front-proxy-ca", certs / "front-proxy-client", FRONT_PROXY_CLIENT, "clientAuth", [])
         self.token = uuid.uuid4().hex
         tokens = certs / "tokens.csv"
         tokens.write_text(f'{self.token},{ADMIN_TOKEN_USER},{ADMIN_TOKEN_USER},"system:masters"\n')
@@ -193,13 +193,13 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def _openssl_ca(stem: Path, common_name: str) -> None:
+def openssl_ca(stem: Path, common_name: str) -> None:
     """A self-signed CA: ``<stem>.crt`` and ``<stem>.key``."""
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", f"/CN={common_name}",
              "-keyout", f"{stem}.key", "-out", f"{stem}.crt")
 
 
-def _openssl_cert(ca: Path, stem: Path, common_name: str, usage: str, sans: list[str]) -> None:
+def openssl_cert(ca: Path, stem: Path, common_name: str, usage: str, sans: list[str]) -> None:
     """``<stem>.crt``/``<stem>.key`` signed by the CA ``<ca>.crt``; ``usage`` is serverAuth, clientAuth or both."""
     ext = stem.with_suffix(".ext")
     lines = ["basicConstraints=CA:FALSE", "keyUsage=digitalSignature,keyEncipherment", f"extendedKeyUsage={usage}"]
@@ -327,10 +327,10 @@ class Keda(Server):
         certs = self.workdir / "certs"
         certs.mkdir(exist_ok=True)
         if not (certs / "tls.crt").exists():
-            _openssl_ca(certs / "ca", "eventferry-keda-ca")
+            openssl_ca(certs / "ca", "eventferry-keda-ca")
             sans = ["DNS:localhost", f"IP:{LOOPBACK}", f"DNS:{KEDA_METRICS_SERVICE}.{KEDA_NAMESPACE}.svc",
                     f"DNS:keda-operator.{KEDA_NAMESPACE}.svc"]
-            _openssl_cert(certs / "ca", certs / "tls", "keda", "serverAuth,clientAuth", sans)
+            openssl_cert(certs / "ca", certs / "tls", "keda", "serverAuth,clientAuth", sans)
         return certs
 
     def _register_apiservice(self, ca: Path) -> None:

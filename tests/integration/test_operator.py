@@ -75,7 +75,8 @@ def test_a_trigger_created_before_its_broker_becomes_ready_with_it(cluster: Clus
     broker = cluster.wait_condition(ns, "broker/default", "Ready", "True")
     assert broker["status"]["address"]["url"] == f"{INGRESS}/{ns}/default"
     assert {c["type"]: c["status"] for c in broker["status"]["conditions"]} == {
-        "Ready": "True", "Addressable": "True", "IngressReady": "True", "DeadLetterSinkResolved": "True"}
+        "Ready": "True", "Addressable": "True", "IngressReady": "True", "DeadLetterSinkResolved": "True",
+        "EventPoliciesReady": "True"}  # senders not authenticated: says so (reason AuthenticationDisabled)
     assert broker["status"]["observedGeneration"] == broker["metadata"]["generation"]
 
     ready = cluster.wait_condition(ns, "trigger/early", "Ready", "True")

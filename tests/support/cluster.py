@@ -34,11 +34,14 @@ T = TypeVar("T")
 class Cluster:
     """kubectl against the test API server, the operator and the data plane processes."""
 
-    def __init__(self, kube: KubeAPI, workdir: Path, operator_args: tuple[str, ...] = ()) -> None:
-        """``operator_args``: more options of ``eventferry operator`` (e.g. ``--authentication=required``)."""
+    def __init__(self, kube: KubeAPI, workdir: Path, operator_args: tuple[str, ...] = (),
+                 dataplane_args: tuple[str, ...] = ()) -> None:
+        """``operator_args``, ``dataplane_args``: more options of ``eventferry operator`` (e.g.
+        ``--authentication=required``) and of ``eventferry broker`` (e.g. ``--tls-cert-file=...``)."""
         self.kube = kube
         self.workdir = workdir
         self.operator_args = operator_args
+        self.dataplane_args = dataplane_args
         self.env = dict(os.environ, KUBECONFIG=str(kube.kubeconfig))
         self.operator: ManagedProcess | None = None
         self.operator_port = 0
@@ -100,7 +103,7 @@ class Cluster:
         self.dataplane_port = self.dataplane_port or free_port()  # a restart keeps its port
         self.dataplane = ManagedProcess("dataplane", [
             EVENTFERRY, "broker", "--configmap", f"{SYSTEM}/eventferry-contract", "--host", "127.0.0.1",
-            "--port", str(self.dataplane_port), "--report-interval", "2",
+            "--port", str(self.dataplane_port), "--report-interval", "2", *self.dataplane_args,
         ], self.workdir / "dataplane.log", env=dict(self.env, POD_NAME="dataplane-0", **(extra_env or {})))
         self.dataplane.wait_until(lambda: wait_for_port(self.dataplane_port, 0.5), 60, "listening")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,18 +45,21 @@ class Subscriber:
         self.counts: dict[str, int] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.tls: ssl.SSLContext | None = None
         self._arrived = asyncio.Condition()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    async def start(self, port: int = 0) -> Subscriber:
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> Subscriber:
+        """``tls``: serve HTTPS with this server context."""
+        self.tls = tls
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=tls)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -110,11 +114,13 @@ class Subscribers:
     def __init__(self) -> None:
         self.started: list[Subscriber] = []
 
-    async def __call__(self, script: Script | None = None, *, port: int = 0) -> Subscriber:
-        """A Subscriber answering as ``script`` (None: 200 to everything), listening on ``port`` (0: a free one)."""
+    async def __call__(self, script: Script | None = None, *, port: int = 0,
+                       tls: ssl.SSLContext | None = None) -> Subscriber:
+        """A Subscriber answering as ``script`` (None: 200 to everything), listening on ``port`` (0: a free one),
+        over HTTPS with ``tls``."""
         subscriber = Subscriber(script)
         self.started.append(subscriber)  # before start: a half-started one is cleaned up too
-        return await subscriber.start(port)
+        return await subscriber.start(port, tls)
 
     async def stop(self) -> None:
         """Stops every Subscriber started so far, in the order they were started."""

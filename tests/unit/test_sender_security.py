@@ -305,3 +305,37 @@ def test_the_broker_status_shows_its_audience_policies_and_why() -> None:
     assert "--authentication=required" in (unenforced.message or "")
     assert event_policies_condition(False, "allow-same-namespace", ()).status == "True"
     assert event_policies_condition(True, "deny-all", ()).reason == "DefaultAuthorizationMode"
+
+
+async def test_an_adapter_sends_its_token_to_its_sink_and_to_no_other_destination(tmp_path: Any) -> None:
+    from eventferry.adapters.config import AdapterConfig
+    from eventferry.adapters.core import sink_authorization
+    from eventferry.contract.model import Delivery
+
+    token = tmp_path / "token"
+    token.write_text("header.payload.signature\n")
+    config = AdapterConfig("kafka", "live", "orders", "http://ingress/live/default",
+                           Delivery(dead_letter_sink="http://dls/"), sink_token_file=str(token))
+    authorization = sink_authorization(config)
+    assert authorization is not None
+    assert authorization("http://ingress/live/default") == "Bearer header.payload.signature"
+    assert authorization("http://dls/") is None
+    assert sink_authorization(AdapterConfig("kafka", "live", "orders", "http://s/", Delivery())) is None
+
+
+async def test_the_verifier_fetches_nothing_while_no_broker_checks_senders() -> None:
+    import asyncio
+
+    issuer = Issuer()
+    verifier = TokenVerifier(issuer.fetch)
+    stop = asyncio.Event()
+    needed = [False]
+    running = asyncio.ensure_future(verifier.run(stop, needed=lambda: needed[0]))
+    await asyncio.sleep(0.05)
+    assert issuer.fetches == 0
+    # A Broker starts checking: the first token fetches the keys at once, without waiting for the loop.
+    needed[0] = True
+    await verifier.verify(f"Bearer {issuer.token()}", AUDIENCE)
+    assert issuer.fetches == 1
+    stop.set()
+    await running

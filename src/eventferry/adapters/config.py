@@ -52,6 +52,8 @@ ENV_SECRETS_DIR = "K_SECRETS_DIR"
 ENV_METRICS_PORT = "K_METRICS_PORT"
 # A ServiceAccount token for the sink's audience (a projected volume the kubelet rotates), sent with each request.
 ENV_SINK_TOKEN_FILE = "K_SINK_TOKEN_FILE"
+# PEM CA certificates that verify an https sink, besides the system's (Knative's variable).
+ENV_CA_CERTS = "K_CA_CERTS"
 
 DEFAULT_SECRETS_DIR = "/etc/eventferry/secrets"
 DEFAULT_METRICS_PORT = 9090
@@ -150,10 +152,18 @@ class AdapterConfig:
     rocketmq: RocketMQSettings | None = None
     limits: Limits = field(default_factory=Limits)
     sink_token_file: str | None = None
+    sink_ca_certs: str | None = None
 
     @property
     def key(self) -> str:
         return object_key(self.namespace, self.name)
+
+    def ca_certs_by_url(self) -> dict[str, str]:
+        """The sink and the dead-letter sink, when they bring their own CA certificates."""
+        found = {self.sink: self.sink_ca_certs} if self.sink_ca_certs else {}
+        if self.delivery.dead_letter_sink and self.delivery.dead_letter_sink_ca_certs:
+            found[self.delivery.dead_letter_sink] = self.delivery.dead_letter_sink_ca_certs
+        return found
 
 
 # --- from the environment -------------------------------------------------------------------------------
@@ -182,14 +192,15 @@ def parse_env(kind: str, env: Mapping[str, str], secrets: SecretLookup) -> Adapt
         raise ConfigError(f"{ENV_METRICS_PORT} must be a port number (0 picks a free one), got {port}")
     limits = _limits(env)
     token_file = env.get(ENV_SINK_TOKEN_FILE, "").strip() or None
+    ca_certs = env.get(ENV_CA_CERTS, "").strip() or None
     if isinstance(spec, KafkaSourceSpec):
         key_type = env.get(ENV_KEY_TYPE) or DEFAULT_KEY_TYPE
         kafka = kafka_settings(spec, key_type=key_type, uid=env.get(ENV_UID) or None, secrets=secrets)
         return AdapterConfig("kafka", namespace, name, sink, delivery, spec.ordering, overrides, port, kafka=kafka,
-                             limits=limits, sink_token_file=token_file)
+                             limits=limits, sink_token_file=token_file, sink_ca_certs=ca_certs)
     rocketmq = rocketmq_settings(spec, secrets)
     return AdapterConfig("rocketmq", namespace, name, sink, delivery, spec.ordering, overrides, port,
-                         rocketmq=rocketmq, limits=limits, sink_token_file=token_file)
+                         rocketmq=rocketmq, limits=limits, sink_token_file=token_file, sink_ca_certs=ca_certs)
 
 
 def _kind_name(kind: str) -> str:

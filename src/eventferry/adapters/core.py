@@ -143,6 +143,15 @@ class SinkClient:
             raise Abandoned()
 
 
+def sink_authorization(config: AdapterConfig) -> Callable[[str], str | None] | None:
+    """The adapter's token, for requests to its sink only (not to the dead-letter sink: the token would let
+    whoever runs that send to the Broker as this source)."""
+    if not config.sink_token_file:
+        return None
+    token = TokenFile(config.sink_token_file)
+    return lambda url: token.authorization() if url == config.sink else None
+
+
 # A consumer loop: runs until ``stopping`` is set, then returns what it holds (drains or gives back).
 ConsumerRun = Callable[[SinkClient, AdapterMetrics, AdapterHealth, asyncio.Event], Awaitable[None]]
 
@@ -156,7 +165,8 @@ async def run_with(config: AdapterConfig, stop: asyncio.Event, consume: Consumer
     """
     metrics = metrics or AdapterMetrics(config.kind, config.namespace, config.name)
     health = health or AdapterHealth()
-    sender = Sender(authorization=TokenFile(config.sink_token_file).authorization if config.sink_token_file else None)
+    sender = Sender(authorization=sink_authorization(config))
+    sender.trust.set(config.ca_certs_by_url())
     server = HealthServer(health, metrics.registry, config.metrics_port) if config.metrics_port is not None else None
     stopping = asyncio.Event()
     await sender.start()

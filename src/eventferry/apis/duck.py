@@ -4,6 +4,7 @@ references and CloudEvent overrides."""
 from __future__ import annotations
 
 import re
+import ssl
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -12,6 +13,8 @@ from eventferry.apis.meta import ApiModel, cel
 
 # CloudEvents 1.0: attribute names are lower-case ASCII letters and digits.
 CE_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]+$")
+# PEM CA bundles of a destination: a few certificates (bounds the CEL rule's cost too).
+MAX_CA_CERTS_BYTES = 65536
 # Bounds the cost of the CEL rule on the names, which the API server refuses when unbounded.
 MAX_EXTENSIONS = 32
 CE_CORE_ATTRIBUTES = frozenset(
@@ -41,10 +44,23 @@ class Destination(ApiModel):
     ref: KReference | None = None
     uri: str | None = None
     """Absolute URL; when ref is set too, a path resolved against the ref's URL."""
-    ca_certs: str | None = Field(default=None, alias="CACerts")
-    """PEM CA certificates to trust for an https destination."""
+    ca_certs: str | None = Field(
+        default=None, alias="CACerts", max_length=MAX_CA_CERTS_BYTES,
+        json_schema_extra=cel("self.contains('-----BEGIN CERTIFICATE-----')",
+                              "CACerts must be PEM CA certificates (-----BEGIN CERTIFICATE-----)"))
+    """PEM CA certificates to trust for an https destination (besides the system's)."""
     audience: str | None = None
     """OIDC audience of the destination."""
+
+    @field_validator("ca_certs")
+    @classmethod
+    def _pem_certificates(cls, ca_certs: str | None) -> str | None:
+        if ca_certs is not None:
+            try:
+                ssl.create_default_context().load_verify_locations(cadata=ca_certs)
+            except (ssl.SSLError, ValueError) as error:
+                raise ValueError(f"CACerts must be PEM CA certificates: {error}") from None
+        return ca_certs
 
     @model_validator(mode="after")
     def _ref_or_uri(self) -> Destination:

@@ -30,6 +30,16 @@ def register(subparsers: Any) -> None:
                         help="bootstrap servers for Kafka brokers whose contract names none")
     parser.add_argument("--role", choices=["all", "ingress", "dispatcher"], default="all",
                         help="split a Kafka broker for scaling: ingress replicas write, dispatcher replicas deliver")
+    parser.add_argument("--tls-cert-file", default=None,
+                        help="also serve HTTPS, with this certificate (PEM; loaded again when it changes, e.g. a "
+                             "cert-manager Secret volume's tls.crt)")
+    parser.add_argument("--tls-key-file", default=None, help="the private key of --tls-cert-file (PEM)")
+    parser.add_argument("--tls-port", type=int, default=8443, help="the HTTPS port, with --tls-cert-file")
+    parser.add_argument("--tls-check-interval", type=float, default=10.0,
+                        help="seconds between checks of the certificate files for a rotation (default %(default)s)")
+    parser.add_argument("--https-only", action="store_true",
+                        help="with --tls-cert-file: take events over HTTPS only (403 on the plain port, which keeps "
+                             "serving the probes and metrics): strict transport encryption")
     add_ingress_limits(parser)
     add_logging(parser)
 
@@ -43,21 +53,37 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
+    import ssl
+
     from eventferry.dataplane.contract_file import ContractFile
     from eventferry.dataplane.dataplane import DataPlane
     from eventferry.dataplane.server import Server, stop_on_signals
+    from eventferry.net.tls import ServerCertificate
 
-    dataplane = DataPlane(dataplane_settings(args, role=args.role))
+    if bool(args.tls_cert_file) != bool(args.tls_key_file) or (args.https_only and not args.tls_cert_file):
+        print("error: --tls-cert-file and --tls-key-file go together, and --https-only needs them", file=sys.stderr)
+        return 2
+    try:
+        tls = ServerCertificate(args.tls_cert_file, args.tls_key_file) if args.tls_cert_file else None
+    except ssl.SSLError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    settings = dataplane_settings(args, role=args.role)
+    settings.https_only = args.https_only
+    dataplane = DataPlane(settings)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    server = Server(dataplane, args.host, args.port)
+    server = Server(dataplane, args.host, args.port, tls=tls, tls_port=args.tls_port,
+                    tls_check_interval=args.tls_check_interval)
     try:
         await server.start()
     except OSError as error:
-        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror}; choose another --port",
-              file=sys.stderr)
+        print(f"error: cannot listen on {args.host}:{args.port} (or --tls-port {args.tls_port}): {error.strerror}; "
+              "choose another port", file=sys.stderr)
         return 1
     print(f"broker data plane listening on http://{args.host}:{server.port}", flush=True)
+    if tls is not None:
+        print(f"broker data plane listening on https://{args.host}:{server.tls_port}", flush=True)
     try:
         if args.configmap is not None:
             await _follow_configmap(args, dataplane, stop)
@@ -99,6 +125,6 @@ async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyn
     print(f"following ConfigMap {namespace}/{name}; reporting as {follower.replica}", flush=True)
     try:
         await asyncio.gather(follower.run(stop), endpoints.run(stop), reporter.run(stop),
-                             dataplane.verifier.run(stop))
+                             dataplane.verifier.run(stop, needed=dataplane.checks_senders))
     finally:
         await client.close()

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from eventferry.commands.common import add_logging, configure_logging
@@ -62,6 +63,13 @@ def register(subparsers: Any) -> None:
                         default=_env("DEFAULT_AUTHORIZATION_MODE", DEFAULT_AUTHORIZATION_MODE),
                         help="who may send to a Broker that no EventPolicy selects, with --authentication=required "
                              "(env EVENTFERRY_DEFAULT_AUTHORIZATION_MODE)")
+    parser.add_argument("--transport-encryption", choices=["disabled", "permissive", "strict"],
+                        default=_env("TRANSPORT_ENCRYPTION", "disabled"),
+                        help="https addresses for Brokers: permissive adds one beside http, strict has only https "
+                             "(the data plane serves HTTPS; env EVENTFERRY_TRANSPORT_ENCRYPTION; docs/security.md)")
+    parser.add_argument("--ingress-ca-file", default=_env("INGRESS_CA_FILE", ""),
+                        help="PEM CA certificates of the ingress certificate, shown as Brokers' address CACerts "
+                             "(e.g. a cert-manager Secret's ca.crt; env EVENTFERRY_INGRESS_CA_FILE)")
     add_logging(parser)
 
 
@@ -75,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
     from eventferry.resources.adapter import AdapterSettings
 
     defaults = OperatorConfig()
+    try:
+        ingress_ca_certs = Path(args.ingress_ca_file).read_text() if args.ingress_ca_file else None
+    except OSError as error:
+        print(f"error: cannot read --ingress-ca-file {args.ingress_ca_file}: {error.strerror}", file=sys.stderr)
+        return 2
     config = OperatorConfig(
         system_namespace=args.system_namespace,
         ingress_service=args.ingress_service,
@@ -91,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         lease_duration=args.lease_duration,
         authentication=args.authentication,
         authorization_mode=args.default_authorization_mode,
+        transport_encryption=args.transport_encryption,
+        ingress_ca_certs=ingress_ca_certs,
     )
     try:
         return asyncio.run(run_operator(config))

@@ -36,6 +36,9 @@ class Delivery(_Model):
     timeout: float = Field(default=parse_duration(DEFAULT_TIMEOUT), gt=0, description="seconds, per attempt")
     retry_after_max: float | None = Field(default=None, ge=0, alias="retryAfterMax", description="seconds")
     dead_letter_sink: str | None = Field(default=None, alias="deadLetterSink")
+    dead_letter_sink_ca_certs: str | None = Field(default=None, alias="deadLetterSinkCACerts",
+                                                  description="PEM CA certificates the https dead-letter sink is "
+                                                              "verified with, besides the system's")
     format: Literal["json", "binary"] | None = None
 
 
@@ -61,6 +64,9 @@ class Trigger(_Model):
     uid: str = ""
     generation: int = 0
     subscriber: str
+    subscriber_ca_certs: str | None = Field(default=None, alias="subscriberCACerts",
+                                            description="PEM CA certificates the https subscriber is verified with, "
+                                                        "besides the system's")
     # Exactly one of the two filter forms is used: a non-empty ``filters`` overrides ``attributes``.
     attributes: dict[str, str] = Field(default_factory=dict)
     filters: list[SubscriptionsAPIFilter] = Field(default_factory=list)  # validated by the API model
@@ -125,6 +131,18 @@ class Broker(_Model):
 class Contract(_Model):
     generation: int = 0
     brokers: list[Broker] = Field(default_factory=list)
+
+    def ca_certs_by_url(self) -> dict[str, str]:
+        """Destinations that bring their own CA certificates: subscribers and dead-letter sinks, by URL."""
+        found: dict[str, str] = {}
+        for broker in self.brokers:
+            for trigger in broker.triggers:
+                if trigger.subscriber_ca_certs:
+                    found[trigger.subscriber] = trigger.subscriber_ca_certs
+                delivery = trigger.delivery
+                if delivery.dead_letter_sink and delivery.dead_letter_sink_ca_certs:
+                    found[delivery.dead_letter_sink] = delivery.dead_letter_sink_ca_certs
+        return found
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)

@@ -35,6 +35,18 @@ class Resolver:
     others: dict[tuple[str, str], Lookup] = field(default_factory=dict)
     # Whether EventFerry Brokers check senders' tokens (they then have an audience).
     broker_audiences: bool = False
+    # A Broker's address CACerts (its https ingress's CA), when it has them.
+    broker_ca_certs: Lookup = field(default=lambda namespace, name: None)
+
+    def ca_certs(self, destination: Destination, namespace: str) -> str | None:
+        """The CA certificates to verify ``destination`` with, besides the system's: its own ``CACerts``, else
+        those of the Broker it refers to (as Knative's addressable resolution returns them)."""
+        if destination.ca_certs:
+            return destination.ca_certs
+        ref = destination.ref
+        if ref is not None and ref.kind == "Broker" and ref.api_version.split("/")[0] == "eventferry.dev":
+            return self.broker_ca_certs(ref.namespace or namespace, ref.name)
+        return None
 
     def audience(self, destination: Destination, namespace: str) -> str | None:
         """The audience of the token to present to ``destination``: its own ``audience``, else an EventFerry

@@ -57,5 +57,10 @@ class OperatorConfig:
     (``status.address.audience``) whom an EventPolicy, or else ``authorization_mode``, allows."""
     authorization_mode: AuthorizationMode = DEFAULT_AUTHORIZATION_MODE
     """For Brokers that no EventPolicy selects (Knative's default-authorization-mode)."""
+    transport_encryption: Literal["disabled", "permissive", "strict"] = "disabled"
+    """Knative's modes: ``permissive``, Brokers also have an https address (the http one stays their address);
+    ``strict``, their address is https only (the data plane runs with ``--https-only``)."""
+    ingress_ca_certs: str | None = None
+    """PEM CA certificates that verify the ingress's certificate: Brokers' ``address.CACerts``."""
     unload_timeout: float = 30.0
     """How long a deleted Kafka Broker waits for the data plane to drop it before its topics go."""

@@ -296,8 +296,13 @@ class ContractReconciler:
         if broker.broker_class == KAFKA:
             topic_condition = topic.condition if topic else unknown(TOPIC_READY, "TopicNotCreated", "pending")
         address = broker_address(self.config.ingress_service, self.config.system_namespace, *key)
+        encryption = self.config.transport_encryption
+        https = broker_address(self.config.ingress_service, self.config.system_namespace, *key, scheme="https") \
+            if encryption != "disabled" else None
         policies = tuple(p.policy.metadata.name for p in applying(broker_target(broker), run.authorization))
-        return BrokerFacts(address=address, ingress=self._gate(run, BROKER, key, INGRESS_READY),
+        return BrokerFacts(address=address, https_address=https, https_only=encryption == "strict",
+                           ca_certs=self.config.ingress_ca_certs if https else None,
+                           ingress=self._gate(run, BROKER, key, INGRESS_READY),
                            dead_letter=dead_letter, topic=topic_condition,
                            audience=broker_audience(*key) if self.authenticating else None, policies=policies,
                            senders=event_policies_condition(self.authenticating, self.config.authorization_mode,

@@ -132,7 +132,8 @@ class SourceReconciler:
             if sink_audience and not settings.service_account:
                 await self._apply_service_account(source)
             desired = adapter_deployment(source, sink_uri=sink.uri, delivery=delivery, settings=settings,
-                                         sink_audience=sink_audience)
+                                         sink_audience=sink_audience,
+                                         sink_ca_certs=resolver.ca_certs(source.spec.sink, namespace))
             current = await self._apply(path, current, desired)
         report = await self._autoscale(source, body, current, secrets)
         replicas = int(((current or {}).get("status") or {}).get("replicas") or 0)

@@ -49,10 +49,12 @@ def _annotations(body: Mapping[str, Any], *names: str) -> tuple[str | None, ...]
 def broker_fingerprint(body: Mapping[str, Any]) -> tuple[Any, ...]:
     """What of a Broker changes the contract or the resolution of other objects (not its conditions)."""
     metadata = body.get("metadata") or {}
-    address = ((body.get("status") or {}).get("address") or {}).get("url")
+    address = (body.get("status") or {}).get("address") or {}
+    # Labels: an EventPolicy may select the Broker by them.
+    labels = tuple(sorted((metadata.get("labels") or {}).items()))
     return (metadata.get("uid"), metadata.get("generation"), metadata.get("deletionTimestamp") is not None,
-            address, *_annotations(body, BROKER_CLASS_ANNOTATION, KNATIVE_BROKER_CLASS_ANNOTATION,
-                                   TOPIC_RETAIN_ANNOTATION))
+            labels, address.get("url"), address.get("CACerts"),
+            *_annotations(body, BROKER_CLASS_ANNOTATION, KNATIVE_BROKER_CLASS_ANNOTATION, TOPIC_RETAIN_ANNOTATION))
 
 
 def trigger_fingerprint(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -135,9 +137,16 @@ class Views:
         url = ((body.get("status") or {}).get("address") or {}).get("url")
         return str(url) if url else None
 
+    def broker_ca_certs(self, namespace: str, name: str) -> str | None:
+        """A Broker's ``status.address.CACerts``: the CA of its https ingress."""
+        body = self.broker(namespace, name)
+        found = (((body or {}).get("status") or {}).get("address") or {}).get("CACerts")
+        return str(found) if found else None
+
     def resolver(self, broker_audiences: bool = False) -> Resolver:
         """``broker_audiences``: Brokers check senders' tokens (then a ref to a Broker has an audience)."""
         def service_url(namespace: str, name: str) -> str | None:
             return cluster_service_url(namespace, name) if self.service_exists(namespace, name) else None
 
-        return Resolver(broker_url=self.broker_address, service_url=service_url, broker_audiences=broker_audiences)
+        return Resolver(broker_url=self.broker_address, service_url=service_url, broker_audiences=broker_audiences,
+                        broker_ca_certs=self.broker_ca_certs)

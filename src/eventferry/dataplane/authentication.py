@@ -116,10 +116,13 @@ class TokenVerifier:
         async with self._lock:
             await self._load()
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Keeps the keys fresh until ``stop``: at start, then every ``refresh`` seconds (sooner while none)."""
+    async def run(self, stop: asyncio.Event, needed: Callable[[], bool] = lambda: True) -> None:
+        """Keeps the keys fresh until ``stop``: at start, then every ``refresh`` seconds (sooner while none),
+        while ``needed`` (a Broker checks senders; else nothing is fetched, nothing logged)."""
         while not stop.is_set():
-            await self.refresh()
+            if needed():
+                await self.refresh()
+            # Not loaded (not needed yet, or the fetch failed): look again soon.
             wait = self._refresh if self.loaded else min(self._refresh, 2.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)

@@ -55,6 +55,8 @@ class DataPlaneSettings:
     # Kafka static group membership: unique per replica and stable across its restarts (the pod name in
     # a cluster, host and port for ``eventferry run``). None: dynamic membership.
     instance_id: str | None = None
+    # Strict transport encryption: events only over HTTPS; the plain port serves the probes and metrics only.
+    https_only: bool = False
 
 
 def replica_instance_id(port: int) -> str:
@@ -83,6 +85,7 @@ class DataPlane:
 
     async def apply(self, contract: model.Contract) -> None:
         await self.sender.start()
+        self.sender.trust.set(contract.ca_certs_by_url())  # before any delivery to a new destination
         wanted = {broker.key: broker for broker in contract.brokers}
         for key in list(self.brokers):
             if key not in wanted:
@@ -123,6 +126,10 @@ class DataPlane:
         self.endpoints = endpoints
         for runtime in self.brokers.values():
             runtime.trigger_delivery.set_endpoints(endpoints)
+
+    def checks_senders(self) -> bool:
+        """Whether a loaded Broker asks for senders' tokens."""
+        return bool(self.sender_policies)
 
     def autoscaled(self) -> bool:
         return any(trigger.autoscaled is not None for broker in self.contract.brokers for trigger in broker.triggers)

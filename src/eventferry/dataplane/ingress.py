@@ -76,6 +76,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
 def _guard(request: web.Request, dataplane: DataPlane, namespace: str, name: str) -> BrokerRuntime:
     if request.method != "POST":
         raise Refused(405, f"method {request.method} not allowed: send CloudEvents with POST", {"Allow": ALLOW})
+    if dataplane.settings.https_only and not request.secure:
+        raise Refused(403, "this ingress takes events over HTTPS only: use the Broker's https address "
+                           "(status.address.url)", close=True)
     if dataplane.settings.role == "dispatcher":
         raise Refused(503, "this replica only dispatches: send events to the ingress replicas", {"Retry-After": "1"})
     if not dataplane.loaded:

@@ -10,6 +10,7 @@ import aiohttp
 from eventferry.events import CloudEvent
 from eventferry.events.http import to_batch, to_binary, to_structured
 from eventferry.net.httpbody import read_prefix
+from eventferry.net.tls import Trust
 
 # Bytes of a response body kept for replies and for ``knativeerrordata``.
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -31,14 +32,17 @@ class Attempt:
 class Sender:
     """Owns the connection pool; one per process component. Bounded per target host.
 
-    ``authorization``: the ``Authorization`` header of every request (an adapter's token for its sink), asked
-    for each request so that a rotated token is used at once; None or an empty answer sends none."""
+    ``authorization``: the ``Authorization`` header of a request to a URL (an adapter's token, for its sink
+    only: a token for one audience goes to no other destination), asked for each request so that a rotated
+    token is used at once; None or an empty answer sends none."""
 
     def __init__(self, per_host: int = 100, total: int = 1000,
-                 authorization: Callable[[], str | None] | None = None) -> None:
+                 authorization: Callable[[str], str | None] | None = None) -> None:
         self._per_host = per_host
         self._total = total
         self._authorization = authorization
+        self.trust = Trust()
+        """Which CA certificates verify an https destination: the system's, plus its own (``Trust.set``)."""
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -77,13 +81,14 @@ class Sender:
             if headers:
                 wire_headers.update(headers)
             if self._authorization is not None:
-                credentials = self._authorization()
+                credentials = self._authorization(url)
                 if credentials:
                     wire_headers["Authorization"] = credentials
             # An event without datacontenttype goes without Content-Type: the one aiohttp would add
             # (application/octet-stream) would reach the receiver as the event's datacontenttype.
             skip = () if any(key.lower() == "content-type" for key in wire_headers) else ("Content-Type",)
             async with self._session.post(url, data=body, headers=wire_headers, skip_auto_headers=skip,
+                                          ssl=self.trust.context_for(url),
                                           timeout=aiohttp.ClientTimeout(total=timeout)) as response:
                 content, truncated = await read_prefix(response.content, MAX_RESPONSE_BYTES)
                 return Attempt(response.status, content, {k.lower(): v for k, v in response.headers.items()},

@@ -3,6 +3,7 @@ and the data plane (each keeps its own few calls; neither imports the other)."""
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ class ApiConnection:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            # KUBECONFIG read now, not when the kubernetes package was imported (its default is fixed then).
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None,  # type: ignore[no-untyped-call]
+                                    client_configuration=configuration)
         context: ssl.SSLContext | None = None
         if configuration.host.startswith("https"):
             context = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)

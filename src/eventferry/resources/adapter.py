@@ -128,7 +128,8 @@ def _secret_volumes(source: Source, settings: AdapterSettings) -> tuple[list[dic
     return volumes, mounts
 
 
-def _env(source: Source, sink_uri: str, delivery: Delivery | None, settings: AdapterSettings) -> list[dict[str, str]]:
+def _env(source: Source, sink_uri: str, delivery: Delivery | None, settings: AdapterSettings,
+         sink_ca_certs: str | None) -> list[dict[str, str]]:
     spec = source.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     values = {
         "K_SINK": sink_uri,
@@ -146,6 +147,8 @@ def _env(source: Source, sink_uri: str, delivery: Delivery | None, settings: Ada
         values["K_CE_OVERRIDES"] = json.dumps({"extensions": overrides.extensions}, separators=(",", ":"))
     if delivery is not None:
         values["K_DELIVERY"] = delivery.model_dump_json(by_alias=True, exclude_none=True)
+    if sink_ca_certs:
+        values["K_CA_CERTS"] = sink_ca_certs
     ref = source.spec.sink.ref
     if ref is not None and ref.kind == "Broker" and ref.api_version.startswith(f"{GROUP}/") \
             and settings.broker_batch_size > 1:
@@ -182,16 +185,18 @@ def autoscaled(source: Source) -> bool:
 
 
 def adapter_deployment(source: Source, *, sink_uri: str, delivery: Delivery | None,
-                       settings: AdapterSettings, sink_audience: str | None = None) -> dict[str, Any]:
+                       settings: AdapterSettings, sink_audience: str | None = None,
+                       sink_ca_certs: str | None = None) -> dict[str, Any]:
     """The Deployment running the adapter of ``source``; ``delivery`` is the resolved spec.delivery;
-    ``sink_audience``: the sink checks senders' tokens for this audience (the adapter then presents one).
+    ``sink_audience``: the sink checks senders' tokens for this audience (the adapter then presents one);
+    ``sink_ca_certs``: CA certificates that verify an https sink, besides the system's.
 
     An autoscaled source's Deployment has no ``replicas``: the operator's server-side apply then owns
     no replica count, so it never fights the autoscaler (KEDA's HPA or the built-in one).
     """
     kind = ADAPTER_KIND[source.kind]
     volumes, mounts = _secret_volumes(source, settings)
-    env = _env(source, sink_uri, delivery, settings)
+    env = _env(source, sink_uri, delivery, settings, sink_ca_certs)
     service_account = settings.service_account
     if sink_audience:
         service_account = service_account or deployment_name(source)

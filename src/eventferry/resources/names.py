@@ -25,6 +25,7 @@ TOPIC_RETAIN_ANNOTATION = "eventferry.dev/topic.retain"
 """On a Kafka-class Broker: ``"true"`` keeps its topics when the Broker is deleted."""
 
 
-def broker_address(ingress_service: str, system_namespace: str, namespace: str, name: str) -> str:
-    """The URL producers POST to: the shared ingress Service, path ``/<namespace>/<name>``."""
-    return f"http://{ingress_service}.{system_namespace}.svc.cluster.local/{namespace}/{name}"
+def broker_address(ingress_service: str, system_namespace: str, namespace: str, name: str, scheme: str = "http") -> str:
+    """The URL producers POST to: the shared ingress Service (its port 80, or 443 for https), path
+    ``/<namespace>/<name>``."""
+    return f"{scheme}://{ingress_service}.{system_namespace}.svc.cluster.local/{namespace}/{name}"

@@ -73,6 +73,12 @@ class BrokerFacts:
     """TopicReady, for Kafka-class Brokers."""
     audience: str | None = None
     """Set when senders must present a token for it."""
+    https_address: str | None = None
+    """The ingress's https URL, when it serves HTTPS (transport encryption permissive or strict)."""
+    https_only: bool = False
+    """Strict transport encryption: the https URL is the address, and the only one."""
+    ca_certs: str | None = None
+    """PEM CA certificates of the ingress certificate, for the https address."""
     policies: tuple[str, ...] = ()
     """The EventPolicies (their names, in the Broker's namespace) that apply to the Broker."""
     senders: Cond | None = None
@@ -113,12 +119,24 @@ def broker_conditions(facts: BrokerFacts) -> list[Cond]:
 def broker_status(facts: BrokerFacts, previous: Mapping[str, Any] | None, generation: int | None,
                   now: str) -> dict[str, Any]:
     dead_letter_uri = facts.dead_letter.uri if facts.dead_letter else None
-    address: dict[str, str] | None = None
-    if facts.address and facts.problem is None:
-        address = {"url": facts.address, **({"audience": facts.audience} if facts.audience else {})}
+    address, addresses = _broker_addresses(facts) if facts.address and facts.problem is None else (None, None)
     policies = [{"apiVersion": API_VERSION, "name": name} for name in facts.policies] or None
-    return _status(previous, broker_conditions(facts), generation, now,
-                   address=address, deadLetterSinkUri=dead_letter_uri, policies=policies)
+    return _status(previous, broker_conditions(facts), generation, now, address=address, addresses=addresses,
+                   deadLetterSinkUri=dead_letter_uri, policies=policies)
+
+
+def _broker_addresses(facts: BrokerFacts) -> tuple[dict[str, str], list[dict[str, str]] | None]:
+    """Knative's shapes: ``address`` is the https one under strict encryption, else the http one; ``addresses``
+    lists every one while there is an https address (none without: the status stays as it was)."""
+    assert facts.address is not None
+    audience = {"audience": facts.audience} if facts.audience else {}
+    plain = {"name": "http", "url": facts.address, **audience}
+    if not facts.https_address:
+        return {k: v for k, v in plain.items() if k != "name"}, None
+    secure = {"name": "https", "url": facts.https_address, **audience,
+              **({"CACerts": facts.ca_certs} if facts.ca_certs else {})}
+    chosen, every = (secure, [secure]) if facts.https_only else (plain, [plain, secure])
+    return {k: v for k, v in chosen.items() if k != "name"}, every
 
 
 # --- Trigger ----------------------------------------------------------------------------------------------
