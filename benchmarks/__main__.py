@@ -4,8 +4,8 @@ Runs each benchmark as its own process, one after the other (they would disturb 
 a small machine), shows their progress as they go, and prints their tables together at the end. Each
 table holds its own baseline, measured in the same run: the plain aiohttp relay for the broker, the
 subscriber called directly for latency, the bare client for the adapters, the API server's own write cost
-for the operator, ``json.loads`` for loading the contract. ``--quick`` runs fewer and shorter runs (figures
-for a smoke check, not to quote).
+for the operator, ``json.loads`` for loading the contract, no authentication for the cost of checking tokens.
+``--quick`` runs fewer and shorter runs (figures for a smoke check, not to quote).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ FULL: dict[str, list[str]] = {
     "adapters": ["--runs", "3"],
     "operator": ["--triggers", "5000"],
     "contract": ["--triggers", "1000,10000,30000", "--runs", "3"],
+    "security": ["--events", "3000", "--runs", "3"],
 }
 QUICK: dict[str, list[str]] = {
     "latency": ["--rates", "500,2000", "--seconds", "3", "--runs", "1"],
@@ -28,6 +29,7 @@ QUICK: dict[str, list[str]] = {
     "adapters": ["--kafka-messages", "5000", "--rocketmq-messages", "1000", "--runs", "1"],
     "operator": ["--triggers", "1000"],
     "contract": ["--triggers", "1000,10000", "--runs", "1"],
+    "security": ["--events", "1000", "--runs", "1"],
 }
 
 

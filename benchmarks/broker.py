@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -37,9 +37,10 @@ EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def process(cmd: list[str], port: int, log: Path,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         if not wait_for_port(port, 60):
             raise RuntimeError(f"{cmd[:3]} did not listen on {port}; see {log}")
@@ -48,9 +49,10 @@ def process(cmd: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[b
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 async def wait_ready(base: str, timeout: float = 60) -> None:
@@ -66,13 +68,15 @@ async def wait_ready(base: str, timeout: float = 60) -> None:
 
 
 BATCH = 100
+# Extra request headers: fixed, or made anew for each request.
+Headers = Mapping[str, str] | Callable[[], Mapping[str, str]]
 
 
 async def one_run(url: str, sink: str, events: int, concurrency: int, matches: int = 1,
-                  batch: int = 1) -> tuple[float, float, float, float]:
+                  batch: int = 1, headers: Headers | None = None) -> tuple[float, float, float, float]:
     """Returns (deliveries/s end to end, median ingress latency ms, p99 ingress latency ms, events/s accepted by
     the ingress); ``matches``: how many Triggers each event reaches; ``batch``: events per request (a CloudEvents
-    JSON batch when > 1)."""
+    JSON batch when > 1); ``headers``: sent with every request (a token, say), or made for each by a function."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async with session.post(f"{sink}/reset"):
             pass
@@ -82,15 +86,16 @@ async def one_run(url: str, sink: str, events: int, concurrency: int, matches: i
             queue.put_nowait(i)
 
         def request(i: int) -> tuple[bytes, dict[str, str]]:
+            extra = headers() if callable(headers) else headers or {}
             if batch == 1:
                 return b'{"comment": "hello from the live stream"}', {
                     "ce-specversion": "1.0", "ce-id": f"e{i}", "ce-source": "/bench", "ce-type": "com.example.bench",
-                    "content-type": "application/json"}
+                    "content-type": "application/json", **extra}
             body = json.dumps([{"specversion": "1.0", "id": f"e{j}", "source": "/bench", "type": "com.example.bench",
                                 "datacontenttype": "application/json",
                                 "data": {"comment": "hello from the live stream"}}
                                for j in range(i, min(i + batch, events))]).encode()
-            return body, {"content-type": "application/cloudevents-batch+json"}
+            return body, {"content-type": "application/cloudevents-batch+json", **extra}
 
         async def sender() -> None:
             while not queue.empty():

@@ -19,50 +19,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from tests.env import provision
-from tests.env.ports import free_port, wait_for_port
+from tests.env.ports import free_port
 from tests.env.servers import KubeAPI
 
-from benchmarks.broker import rss_mib
+from benchmarks.broker import process, rss_mib
 from eventferry.commands.crds import render_all
 
 EVENTFERRY = str(Path(sys.executable).parent / "eventferry")
 API = "/apis/eventferry.dev/v1alpha1"
 SYSTEM = "eventferry-system"
 CONCURRENCY = 16
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        if not wait_for_port(port, 60):
-            raise RuntimeError(f"{cmd[:2]} did not listen on {port}; see {log}")
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 class Api:
@@ -168,8 +147,8 @@ async def scenario(kube: KubeAPI, work: Path, triggers: int) -> dict[str, float]
                      "--port", str(data_port), "--log-level", "WARNING"]
         operator = [EVENTFERRY, "operator", "--metrics-host", "127.0.0.1", "--metrics-port", str(metrics_port),
                     "--log-level", "WARNING"]
-        with process(dataplane, env, data_port, work / "dataplane.log") as data_process, \
-                process(operator, env, metrics_port, work / "operator.log") as operator_process:
+        with process(dataplane, data_port, work / "dataplane.log", env) as data_process, \
+                process(operator, metrics_port, work / "operator.log", env) as operator_process:
             for namespace in ("bench-100", "bench-n"):
                 await api.call("POST", f"{API}/namespaces/{namespace}/brokers", {
                     "apiVersion": "eventferry.dev/v1alpha1", "kind": "Broker",
