@@ -398,3 +398,13 @@ def test_tls_serves_https_from_the_secret_and_tells_the_operator(mode: str) -> N
            and d["metadata"]["name"].endswith("-operator")
            for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert off["EVENTFERRY_TRANSPORT_ENCRYPTION"] == "disabled" and "EVENTFERRY_INGRESS_CA_FILE" not in off
+
+
+@pytest.mark.unit
+def test_the_data_plane_may_get_secrets_for_kafka_credentials_and_nothing_more() -> None:
+    def secret_rules(*args: str) -> list[dict[str, Any]]:
+        return [rule for d in rendered(*args) if d["kind"] == "ClusterRole" and "-broker" in d["metadata"]["name"]
+                for rule in d["rules"] if "secrets" in rule["resources"]]
+
+    assert secret_rules() == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert secret_rules("--set", "broker.readKafkaSecrets=false") == []

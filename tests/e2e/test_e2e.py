@@ -482,7 +482,9 @@ def test_live_stream_from_kafka_and_rocketmq_through_the_chart(
             ("operator", "update", "leases.coordination.k8s.io/other", f"-n={SYSTEM}", "no"),
             ("broker", "watch", "configmaps/eventferry-contract", f"-n={SYSTEM}", "yes"),
             ("broker", "get", "configmaps/something-else", f"-n={SYSTEM}", "no"),
-            ("broker", "get", "secrets", f"-n={SYSTEM}", "no")):
+            # Kafka-class Brokers' credentials Secrets, by name (broker.readKafkaSecrets), never a listing.
+            ("broker", "get", "secrets", "-A", "yes"), ("broker", "list", "secrets", "-A", "no"),
+            ("broker", "watch", "secrets", "-A", "no"), ("operator", "watch", "secrets", "-A", "no")):
         answer = cluster.kubectl("auth", "can-i", verb, what, where,
                                  f"--as=system:serviceaccount:{SYSTEM}:{RELEASE}-{account}").stdout.strip()
         assert answer == allowed, f"{account} may {verb} {what} {where}: {answer}, expected {allowed}"

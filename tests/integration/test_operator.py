@@ -450,7 +450,10 @@ def test_kafka_broker_topic_is_created_and_deleted_with_the_broker(cluster: Clus
     [entry] = [b for b in cluster.contract()["brokers"] if (b["namespace"], b["name"]) == (ns, "durable")]
     assert entry["class"] == "Kafka"
     assert entry["kafka"] == {"bootstrapServers": [kafka.bootstrap], "topic": topic, "partitions": 3,
-                              "replicationFactor": 1, "security": {}}
+                              "replicationFactor": 1}  # no credentials Secret named: none
+    # The operator watches ConfigMaps by label: it labelled the Brokers' config, which it did not create.
+    labelled = cluster.get(ns, "configmap/kafka-broker-config")
+    assert labelled is not None and labelled["metadata"]["labels"]["eventferry.dev/watched"] == "true"
 
     cluster.ok("delete", "-n", ns, "broker/durable", "broker/kept", "--wait=false")
     cluster.wait(lambda: cluster.get(ns, "broker/durable") is None and cluster.get(ns, "broker/kept") is None,

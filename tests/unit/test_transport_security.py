@@ -125,3 +125,43 @@ def test_broker_addresses_under_each_transport_encryption_mode() -> None:
                                        audience="aud"), None, 1, "now")
     assert strict["address"] == {"url": https, "audience": "aud", "CACerts": ca}
     assert strict["addresses"] == [{"name": "https", "url": https, "audience": "aud", "CACerts": ca}]
+
+
+# --- a Kafka-class Broker's credentials --------------------------------------------------------------------
+
+def test_broker_credentials_take_knative_s_secret_keys_and_name_what_is_wrong() -> None:
+    from eventferry.kafka.connection import CredentialsError, broker_security, client_options
+
+    ca = certificate("kafka-ca")[0].decode()
+    sasl, tls = broker_security({"protocol": "SASL_SSL", "sasl.mechanism": "scram-sha-512", "user": "u",
+                                 "password": "p", "ca.crt": ca}, "Secret ns/creds")
+    assert sasl is not None and (sasl.mechanism, sasl.username, sasl.password) == ("SCRAM-SHA-512", "u", "p")
+    assert tls is not None and tls.ca_cert == ca
+    options = client_options(["k:9093"], sasl, tls)
+    assert options["security_protocol"] == "SASL_SSL" and isinstance(options["ssl_context"], ssl.SSLContext)
+    assert broker_security({"protocol": "SSL"}, "s") == (None, broker_security({"protocol": "SSL"}, "s")[1])
+    assert broker_security({"protocol": "PLAINTEXT"}, "s") == (None, None)
+    for values, message in (({}, "key 'protocol' is missing"),
+                            ({"protocol": "KERBEROS"}, "set one of PLAINTEXT"),
+                            ({"protocol": "SASL_PLAINTEXT", "user": "u"}, "needs the keys 'user' and 'password'"),
+                            ({"protocol": "SASL_SSL", "sasl.mechanism": "GSSAPI", "user": "u", "password": "pw-123"},
+                             "'sasl.mechanism' is 'GSSAPI'"),
+                            ({"protocol": "SSL", "user.crt": "x"}, "go together")):
+        with pytest.raises(CredentialsError, match=message) as raised:
+            broker_security(values, "Secret ns/creds")
+        assert "Secret ns/creds" in str(raised.value) and "pw-123" not in str(raised.value)
+
+
+def test_the_contract_names_the_credentials_secret_never_its_values() -> None:
+    broker = Broker.model_validate({
+        "apiVersion": "eventferry.dev/v1alpha1", "kind": "Broker",
+        "metadata": {"name": "durable", "namespace": "live",
+                     "annotations": {"eventferry.dev/broker.class": "Kafka"}},
+        "spec": {"config": {"apiVersion": "v1", "kind": "ConfigMap", "name": "kafka", "namespace": "infra"}}})
+    config = {("infra", "kafka"): {"bootstrap.servers": "k:9093", "auth.secret.ref.name": "kafka-credentials"}}
+    contract = compile_contract([broker], [], Resolver(broker_url=lambda ns, name: None), generation=1,
+                                config_maps=config).contract
+    settings = contract.brokers[0].kafka
+    assert settings is not None and settings.auth_secret is not None
+    assert (settings.auth_secret.namespace, settings.auth_secret.name) == ("infra", "kafka-credentials")
+    assert "password" not in contract.to_json()

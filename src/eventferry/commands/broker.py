@@ -110,6 +110,7 @@ async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyn
     from eventferry.dataplane.authentication import TokenVerifier, api_server_keys
     from eventferry.dataplane.contract_configmap import ConfigMapClient, ConfigMapContract
     from eventferry.net.kubeconn import ApiConnection
+    from eventferry.net.secrets import api_secret_reader
     from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP
 
     namespace, name = args.configmap
@@ -122,6 +123,7 @@ async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyn
     reporter = BacklogReporter(client, dataplane, namespace, follower.replica)
     # Senders' tokens, for Brokers that ask for them: verified with the API server's service-account keys.
     dataplane.verifier = TokenVerifier(api_server_keys(client.request))
+    dataplane.read_secret = api_secret_reader(client.request)  # Kafka-class Brokers' credentials
     print(f"following ConfigMap {namespace}/{name}; reporting as {follower.replica}", flush=True)
     try:
         await asyncio.gather(follower.run(stop), endpoints.run(stop), reporter.run(stop),

@@ -33,6 +33,7 @@ DEFAULT_REPLICATION = 1
 BOOTSTRAP_KEY = "bootstrap.servers"
 PARTITIONS_KEY = "default.topic.partitions"
 REPLICATION_KEY = "default.topic.replication.factor"
+AUTH_SECRET_KEY = "auth.secret.ref.name"  # the Secret with the credentials, in the ConfigMap's namespace
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ def _kafka_settings(broker: Broker, namespace: str, config_maps: Mapping[tuple[s
         return None
     data: Mapping[str, str] = {}
     ref = broker.spec.config
+    key = (namespace, "")
     if ref is not None:
         key = (ref.namespace or namespace, ref.name)
         if ref.kind != "ConfigMap":
@@ -139,8 +141,10 @@ def _kafka_settings(broker: Broker, namespace: str, config_maps: Mapping[tuple[s
         replication = int(data.get(REPLICATION_KEY, DEFAULT_REPLICATION))
     except ValueError as error:
         raise ValueError(f"invalid Kafka topic settings in the broker config: {error}") from None
+    secret = data.get(AUTH_SECRET_KEY, "").strip()
     return model.KafkaSettings(bootstrap_servers=servers, topic=broker_topic(namespace, broker.metadata.name),
-                               partitions=partitions, replication_factor=replication)
+                               partitions=partitions, replication_factor=replication,
+                               auth_secret=model.SecretRef(namespace=key[0], name=secret) if secret else None)
 
 
 def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver: Resolver,

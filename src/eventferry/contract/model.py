@@ -86,13 +86,19 @@ class Trigger(_Model):
         return self.ordering == "ordered" or self.pacing is not None or self.autoscaled is not None
 
 
+class SecretRef(_Model):
+    namespace: str
+    name: str
+
+
 class KafkaSettings(_Model):
     bootstrap_servers: list[str] = Field(alias="bootstrapServers")
     topic: str
     partitions: int = Field(default=10, ge=1)
     replication_factor: int = Field(default=1, ge=1, alias="replicationFactor")
-    # Optional client security (SASL/TLS) as plain values; the operator fills them from Secrets.
-    security: dict[str, str] = Field(default_factory=dict)
+    auth_secret: SecretRef | None = Field(default=None, alias="authSecret")
+    """The Secret with the Kafka credentials (Knative's keys: protocol, sasl.mechanism, user, password, ca.crt,
+    user.crt, user.key), read by whoever connects: its name, never its values, is in the contract."""
 
 
 class SenderPolicy(_Model):

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from eventferry.controller.config import OperatorConfig
 from eventferry.controller.events import EventRecorder
-from eventferry.controller.kube import ApiClient
+from eventferry.controller.kube import ApiClient, resource_path
 from eventferry.controller.metrics import OperatorHealth, OperatorMetrics
 from eventferry.controller.views import Views
+from eventferry.net.secrets import secret_values
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ class Context:
         self.sources = SourceReconciler(self)
         self.subscribers = SubscriberScaler(self)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """A Secret's values (Kafka-class Brokers' credentials), read now and held by the caller only."""
+        found = await self.api.get(resource_path("v1", "secrets", namespace, name))
+        return None if found is None else secret_values(found)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)

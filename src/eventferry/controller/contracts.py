@@ -36,7 +36,7 @@ from eventferry.controller import topics
 from eventferry.controller.kube import ApiError, resource_path
 from eventferry.controller.status_writer import StatusWriter
 from eventferry.controller.timing import wait_event
-from eventferry.controller.views import Key, deleting
+from eventferry.controller.views import Key, deleting, kafka_config
 from eventferry.resources.conditions import Cond, false, now_rfc3339, true, unknown
 from eventferry.resources.contract import (
     ContractTooLarge,
@@ -46,7 +46,13 @@ from eventferry.resources.contract import (
     stored_bytes,
 )
 from eventferry.resources.eventpolicy import ResolvedSenders, eventpolicy_status, resolve_senders
-from eventferry.resources.names import CONTRACT_CONFIGMAP, DATAPLANE_STATUS_CONFIGMAP, PART_OF, broker_address
+from eventferry.resources.names import (
+    CONTRACT_CONFIGMAP,
+    DATAPLANE_STATUS_CONFIGMAP,
+    PART_OF,
+    WATCHED,
+    broker_address,
+)
 from eventferry.resources.readiness import BROKER, TRIGGER, ContractHistory, gate, loaded_generation
 from eventferry.resources.status import (
     INGRESS_READY,
@@ -171,7 +177,8 @@ class ContractReconciler:
         """At startup: the data plane status ConfigMap exists, and the contract written before is known."""
         namespace = self.config.system_namespace
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
-                "metadata": {"name": DATAPLANE_STATUS_CONFIGMAP, "namespace": namespace, "labels": PART_OF}}
+                "metadata": {"name": DATAPLANE_STATUS_CONFIGMAP, "namespace": namespace,
+                             "labels": {**PART_OF, **WATCHED}}}
         try:
             await self.ctx.api.create(resource_path("v1", "configmaps", namespace), body)
         except ApiError as error:
@@ -180,6 +187,9 @@ class ContractReconciler:
                                    "with --system-namespace") from None
             if error.status != 409:
                 raise
+            # Made before (by an earlier version, say): labelled, as the watch selects the operator's ConfigMaps.
+            await self.ctx.api.merge_patch(resource_path("v1", "configmaps", namespace, DATAPLANE_STATUS_CONFIGMAP),
+                                           {"metadata": {"labels": WATCHED}})
         written = await self.ctx.api.get(resource_path("v1", "configmaps", namespace, CONTRACT_CONFIGMAP))
         if written is not None:
             try:
@@ -224,7 +234,7 @@ class ContractReconciler:
     async def reconcile(self) -> None:
         """One pass: read and compile, publish the contract, learn what the data plane loaded, then
         build and write every Broker's and Trigger's status."""
-        run = self._read()
+        run = self._read(await self._label_broker_configs())
         if await self._write(run.compiled.contract):
             await self._await_loaded(self.config.load_wait)
         self._ensure_topics(run.compiled.contract)
@@ -240,7 +250,32 @@ class ContractReconciler:
     def authenticating(self) -> bool:
         return self.config.authentication == "required"
 
-    def _read(self) -> _Pass:
+    async def _label_broker_configs(self) -> dict[Key, dict[str, str]]:
+        """The ConfigMaps Brokers' spec.config names that the watch does not see yet: read once, labelled so that
+        the watch sees them from now on (it selects by label, not every ConfigMap of the cluster), and returned
+        for this pass."""
+        known = self.ctx.views.config_maps()
+        found: dict[Key, dict[str, str]] = {}
+        for body in self.ctx.views.brokers():
+            config = (body.get("spec") or {}).get("config") or {}
+            if config.get("kind") != "ConfigMap" or not config.get("name"):
+                continue
+            key = (config.get("namespace") or _key(body)[0], str(config["name"]))
+            if key in known or key in found:
+                continue
+            path = resource_path("v1", "configmaps", *key)
+            current = await self.ctx.api.get(path)
+            if current is None:
+                continue  # compile_contract reports it missing; its creation is noticed at the next pass
+            found[key] = kafka_config(current.get("data"))
+            try:
+                await self.ctx.api.merge_patch(path, {"metadata": {"labels": WATCHED}})
+            except ApiError as error:  # read each pass instead: slower to notice a change, still correct
+                log.warning("cannot label ConfigMap %s/%s as a Broker's config (%s): it is read at each pass",
+                            *key, error)
+        return found
+
+    def _read(self, extra_config_maps: Mapping[Key, dict[str, str]] | None = None) -> _Pass:
         views = self.ctx.views
         resolver = views.resolver(broker_audiences=self.authenticating)
         broker_bodies = [b for b in views.brokers() if not deleting(b)]
@@ -254,7 +289,7 @@ class ContractReconciler:
         authorization = SenderAuthorization(self.config.authorization_mode, tuple(
             ResolvedPolicy(policies[key], resolved.subjects) for key, resolved in sorted(senders.items())))
         compiled = compile_contract(brokers.values(), triggers.values(), resolver, generation=0,
-                                    config_maps=views.config_maps(),
+                                    config_maps={**views.config_maps(), **(extra_config_maps or {})},
                                     default_kafka_bootstrap=list(self.config.default_kafka_bootstrap) or None,
                                     senders=authorization if self.authenticating else None)
         problems = {(p.kind, p.namespace, p.name): StatusProblem(p.reason, p.message) for p in compiled.problems}
@@ -416,7 +451,7 @@ class ContractReconciler:
         retry_at = math.inf
         try:
             async with asyncio.timeout(60):
-                created = await topics.ensure_topic(settings)
+                created = await topics.ensure_topic(settings, self.ctx.read_secret)
             condition = true(TOPIC_READY, "TopicCreated" if created else "TopicExists", f"topic {settings.topic}")
         except Exception as error:  # any failure (unreachable, refused, timed out) is the condition's message
             retry_at = time.monotonic() + self.config.retry_interval

@@ -33,7 +33,13 @@ from eventferry.controller.views import (
     trigger_fingerprint,
 )
 from eventferry.resources.conditions import is_ready
-from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, SOURCE_KIND_LABEL, TOPIC_RETAIN_ANNOTATION
+from eventferry.resources.names import (
+    DATAPLANE_STATUS_CONFIGMAP,
+    SOURCE_KIND_LABEL,
+    TOPIC_RETAIN_ANNOTATION,
+    WATCHED,
+    WATCHED_LABEL,
+)
 from eventferry.resources.subscriber_scaling import ready_endpoints
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -61,6 +67,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.networking.request_timeout = 60
     # Only adapter Deployments are watched, filtered by the API server.
     settings.watching.label_selectors["apps", "deployments"] = SOURCE_KIND_LABEL
+    # ...and only the ConfigMaps it reads (its own, the Brokers' configs: labelled WATCHED), not all of them.
+    settings.watching.label_selectors["v1", "configmaps"] = f"{WATCHED_LABEL}=true"
     # Handler failures become Warning Events on the object (kubectl describe / get events).
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING
@@ -211,7 +219,7 @@ async def broker_deleted(memo: kopf.Memo, body: kopf.Body, namespace: str | None
                        "deleting its topics anyway")
     try:
         async with asyncio.timeout(60):
-            deleted = await topics.delete_topics(settings)
+            deleted = await topics.delete_topics(settings, ctx.read_secret)
     except Exception as error:  # the cause goes to the log and, as a Warning, to an Event
         if retry + 1 >= TOPIC_DELETE_ATTEMPTS:
             logger.error(f"deleting topic {settings.topic} failed {TOPIC_DELETE_ATTEMPTS} times ({error}); "
@@ -253,8 +261,9 @@ def register(registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegi
     kopf.index("", "v1", "services", id="service_index", registry=registry)(service_index)
     kopf.index("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT},
                id="endpointslice_index", registry=registry)(endpointslice_index)
-    kopf.index("", "v1", "configmaps", id="configmap_index", registry=registry)(configmap_index)
-    kopf.index("", "v1", "configmaps", when=is_dataplane_status, id="dataplane_index",
+    # ConfigMaps by label only (WATCHED, also selected server-side: ``configure``).
+    kopf.index("", "v1", "configmaps", labels=WATCHED, id="configmap_index", registry=registry)(configmap_index)
+    kopf.index("", "v1", "configmaps", labels=WATCHED, when=is_dataplane_status, id="dataplane_index",
                registry=registry)(dataplane_index)
     on.event(GROUP, VERSION, PLURALS["Broker"], id="broker_event", registry=registry)(broker_event)
     on.event(GROUP, VERSION, PLURALS["Trigger"], id="trigger_event", registry=registry)(trigger_event)
@@ -262,7 +271,7 @@ def register(registry: kopf.OperatorRegistry | None = None) -> kopf.OperatorRegi
     on.event("", "v1", "services", id="service_event", registry=registry)(service_event)
     on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_NAME_LABEL: kopf.PRESENT},
              id="endpointslice_event", registry=registry)(endpointslice_event)
-    on.event("", "v1", "configmaps", id="configmap_event", registry=registry)(configmap_event)
+    on.event("", "v1", "configmaps", labels=WATCHED, id="configmap_event", registry=registry)(configmap_event)
     on.delete(GROUP, VERSION, PLURALS["Broker"], when=needs_topic_cleanup, id="broker_topics",
               registry=registry)(broker_deleted)
     for plural in SOURCE_PLURALS.values():

@@ -40,7 +40,7 @@ from eventferry.controller.kube import ApiError, resource_path
 from eventferry.controller.timing import wait_event
 from eventferry.controller.views import Key, deleting
 from eventferry.resources.conditions import false
-from eventferry.resources.names import PART_OF
+from eventferry.resources.names import PART_OF, WATCHED
 from eventferry.resources.scaling import KEDA_API_VERSION, Recommendations
 from eventferry.resources.status import SubscriberScaleReport
 from eventferry.resources.subscriber_scaling import (
@@ -324,7 +324,7 @@ class SubscriberScaler:
             return
         namespace = self.ctx.config.system_namespace
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": endpoints_data(endpoints),
-                "metadata": {"name": ENDPOINTS_CONFIGMAP, "namespace": namespace, "labels": PART_OF}}
+                "metadata": {"name": ENDPOINTS_CONFIGMAP, "namespace": namespace, "labels": {**PART_OF, **WATCHED}}}
         try:
             await self.ctx.api.apply(resource_path("v1", "configmaps", namespace, ENDPOINTS_CONFIGMAP), body)
         except ApiError as error:

@@ -11,24 +11,35 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from eventferry.contract.kafka_names import retry_topic_pattern
 from eventferry.contract.model import KafkaSettings
+from eventferry.kafka.connection import CredentialsError, broker_security, client_options
+from eventferry.net.secrets import SecretReader
 
 log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
 
 
-def _admin(settings: KafkaSettings) -> AIOKafkaAdminClient:
-    options: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "request_timeout_ms": TIMEOUT_MS,
-                               "client_id": "eventferry-operator", **settings.security}
+async def _admin(settings: KafkaSettings, read_secret: SecretReader) -> AIOKafkaAdminClient:
+    """An admin client with the Broker's credentials (its Secret read now, its values held in memory only)."""
+    sasl, tls = None, None
+    secret = settings.auth_secret
+    if secret is not None:
+        where = f"Secret {secret.namespace}/{secret.name} (auth.secret.ref.name of the Broker's config)"
+        values = await read_secret(secret.namespace, secret.name)
+        if values is None:
+            raise CredentialsError(f"{where} does not exist")
+        sasl, tls = broker_security(values, where)
+    options: dict[str, Any] = {**client_options(settings.bootstrap_servers, sasl, tls),
+                               "request_timeout_ms": TIMEOUT_MS, "client_id": "eventferry-operator"}
     return AIOKafkaAdminClient(**options)
 
 
-async def ensure_topic(settings: KafkaSettings) -> bool:
+async def ensure_topic(settings: KafkaSettings, read_secret: SecretReader) -> bool:
     """Creates the Broker's topic with the configured partitions and replication; False if it existed.
 
     An existing topic is left as it is: Kafka cannot lower a partition count, and raising it would
     move keys between partitions (as Knative, the settings apply at creation only).
     """
-    admin = _admin(settings)
+    admin = await _admin(settings, read_secret)
     await admin.start()
     try:
         if settings.topic in await admin.list_topics():
@@ -50,9 +61,9 @@ def broker_topics(topic: str, existing: set[str]) -> list[str]:
     return sorted(t for t in existing if t == topic or retry.fullmatch(t))
 
 
-async def delete_topics(settings: KafkaSettings) -> list[str]:
+async def delete_topics(settings: KafkaSettings, read_secret: SecretReader) -> list[str]:
     """Deletes the Broker's topic and its retry topics; returns the names deleted."""
-    admin = _admin(settings)
+    admin = await _admin(settings, read_secret)
     await admin.start()
     try:
         doomed = broker_topics(settings.topic, set(await admin.list_topics()))

@@ -12,14 +12,14 @@ from typing import Any
 
 from eventferry.apis.broker import BROKER_CLASS_ANNOTATION, KNATIVE_BROKER_CLASS_ANNOTATION
 from eventferry.apis.trigger import DELIVERY_ORDER_ANNOTATION, KNATIVE_DELIVERY_ORDER_ANNOTATION
-from eventferry.contract.compile import BOOTSTRAP_KEY, PARTITIONS_KEY, REPLICATION_KEY
+from eventferry.contract.compile import AUTH_SECRET_KEY, BOOTSTRAP_KEY, PARTITIONS_KEY, REPLICATION_KEY
 from eventferry.contract.resolve import Resolver, cluster_service_url
 from eventferry.resources.names import TOPIC_RETAIN_ANNOTATION
 from eventferry.resources.readiness import Report, parse_reports
 
 Key = tuple[str, str]
 KopfIndex = Mapping[Any, Iterable[Any]]
-KAFKA_CONFIG_KEYS = (BOOTSTRAP_KEY, PARTITIONS_KEY, REPLICATION_KEY)
+KAFKA_CONFIG_KEYS = (BOOTSTRAP_KEY, PARTITIONS_KEY, REPLICATION_KEY, AUTH_SECRET_KEY)
 KOPF_PREFIX = "operator.eventferry.dev"
 """Prefix of kopf's progress and diff-base annotations (kept apart from the API's eventferry.dev/ ones)."""
 _DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
@@ -122,7 +122,8 @@ class Views:
         return sum(count for _, count in self._indices["endpointslice_index"].get((namespace, service), ()))
 
     def config_maps(self) -> dict[Key, dict[str, str]]:
-        """The Kafka settings of every ConfigMap (the keys compile_contract reads), by (namespace, name)."""
+        """The Kafka settings of every watched ConfigMap (the keys compile_contract reads), by (namespace, name):
+        the operator's own and the Brokers' configs (labelled ``WATCHED``)."""
         return {key: next(iter(store)) for key, store in list(self._indices["configmap_index"].items())}
 
     def reports(self) -> dict[str, Report]:

@@ -27,7 +27,7 @@ from eventferry.contract.activation import (
 from eventferry.dataplane.contract_configmap import ConfigMapClient, FollowedConfigMap
 from eventferry.dataplane.dataplane import DataPlane
 from eventferry.net.kubeconn import ApiError
-from eventferry.resources.names import PART_OF
+from eventferry.resources.names import PART_OF, WATCHED
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class BacklogReporter:
             if error.status != 404 or value is None:
                 raise
             body = {"apiVersion": "v1", "kind": "ConfigMap", "data": {self.replica: value},
-                    "metadata": {"name": self.name, "namespace": self.namespace, "labels": PART_OF}}
+                    "metadata": {"name": self.name, "namespace": self.namespace, "labels": {**PART_OF, **WATCHED}}}
             try:
                 await self.client.request("POST", self.client.path(self.namespace), body=body, timeout=10)
             except ApiError as created:

@@ -29,7 +29,7 @@ from eventferry.contract.model import Contract
 from eventferry.dataplane.dataplane import DataPlane
 from eventferry.net.kubeconn import ApiConnection, ApiError
 from eventferry.resources.contract import contract_from_config_map
-from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, PART_OF
+from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP, PART_OF, WATCHED
 from eventferry.resources.readiness import report_patch
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ class ConfigMapContract(FollowedConfigMap):
 
     async def _create_status(self, data: dict[str, Any]) -> None:
         body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
-                "metadata": {"name": self.status_name, "namespace": self.namespace, "labels": PART_OF}}
+                "metadata": {"name": self.status_name, "namespace": self.namespace, "labels": {**PART_OF, **WATCHED}}}
         try:
             await self.client.request("POST", self.client.path(self.namespace), body=body)
         except ApiError as error:

@@ -23,6 +23,7 @@ from eventferry.dataplane.metrics import DEFAULT_MAX_EVENT_TYPES, BrokerMetrics
 from eventferry.dataplane.trigger_delivery import TriggerDelivery
 from eventferry.delivery import Sender
 from eventferry.events import CloudEvent
+from eventferry.net.secrets import SecretReader
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class DataPlane:
         """Checks senders' tokens for Brokers that ask for them (``contract.Broker.audience``); None: no way to
         (no API server), so such a Broker answers 503 until there is one."""
         self.sender_policies: dict[str, SenderPolicies] = {}
+        self.read_secret: SecretReader | None = None
+        """Reads the Secrets the contract names (Kafka credentials); None: a Broker that names one fails to start."""
 
     def broker(self, namespace: str, name: str) -> BrokerRuntime | None:
         return self.brokers.get(object_key(namespace, name))
@@ -119,7 +122,8 @@ class DataPlane:
             from eventferry.dataplane.kafka import KafkaBroker
 
             return KafkaBroker(spec, self.sender, self.metrics, self.settings.kafka_bootstrap_servers,
-                               consume=self.settings.role != "ingress", instance_id=self.settings.instance_id)
+                               consume=self.settings.role != "ingress", instance_id=self.settings.instance_id,
+                               read_secret=self.read_secret)
         return InMemoryBroker(spec, self.sender, self.metrics, self.settings.memory)
 
     def set_endpoints(self, endpoints: dict[str, SubscriberEndpoints]) -> None:

@@ -48,7 +48,9 @@ from eventferry.delivery.steps import DeadLetter, Delivered, Drop, Stage, next_s
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.event import attribute_text
 from eventferry.events.kafka import from_kafka, to_kafka
+from eventferry.kafka.connection import CredentialsError, Sasl, Tls, broker_security, client_options
 from eventferry.kafka.consumer import ConsumerLoop, FreshStarts, LoopLimits
+from eventferry.net.secrets import SecretReader
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ class KafkaLimits:
 class KafkaBroker:
     def __init__(self, spec: model.Broker, sender: Sender, metrics: BrokerMetrics,
                  default_bootstrap: list[str] | None = None, limits: KafkaLimits | None = None,
-                 consume: bool = True, instance_id: str | None = None) -> None:
+                 consume: bool = True, instance_id: str | None = None,
+                 read_secret: SecretReader | None = None) -> None:
         settings = spec.kafka
         if settings is None:
             if not default_bootstrap:
@@ -80,6 +83,8 @@ class KafkaBroker:
             settings = model.KafkaSettings(bootstrap_servers=default_bootstrap,
                                            topic=broker_topic(spec.namespace, spec.name))
         self.settings = settings
+        self.read_secret = read_secret  # for the credentials Secret the contract names (its values stay here)
+        self._security: tuple[Sasl | None, Tls | None] = (None, None)
         self.consume = consume  # False on ingress-only replicas
         self.instance_id = instance_id  # this replica's static group membership id, stable across restarts
         self.spec = spec
@@ -103,11 +108,22 @@ class KafkaBroker:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def _client_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"bootstrap_servers": ",".join(self.settings.bootstrap_servers)}
-        args.update(self.settings.security)
-        return args
+        return client_options(self.settings.bootstrap_servers, *self._security)
+
+    async def _load_credentials(self) -> None:
+        secret = self.settings.auth_secret
+        if secret is None:
+            return
+        where = f"Secret {secret.namespace}/{secret.name} (auth.secret.ref.name of Broker {self.spec.key}'s config)"
+        if self.read_secret is None:
+            raise CredentialsError(f"{where}: this data plane cannot read Secrets")
+        values = await self.read_secret(secret.namespace, secret.name)
+        if values is None:
+            raise CredentialsError(f"{where} does not exist")
+        self._security = broker_security(values, where)
 
     async def start(self) -> None:
+        await self._load_credentials()
         await self._ensure_topic(self.settings.topic, self.settings.partitions, self.settings.replication_factor)
         self._producer = AIOKafkaProducer(**self._client_args(), acks="all", enable_idempotence=True,
                                           linger_ms=1, max_request_size=8 * 1024 * 1024)

@@ -41,6 +41,8 @@ async def local_broker(paths: Sequence[Path], host: str, port: int, services: di
     embedded = Embedded(list(paths), server, services, settings.kafka_bootstrap_servers, display=display,
                         senders=senders)
     await embedded.load()
+    # Kafka-class Brokers' credentials: from the Secret manifests among the files (read at each load).
+    dataplane.read_secret = embedded.read_secret
     async with contextlib.AsyncExitStack() as stack:
         if senders is not None:
             dataplane.verifier = await stack.enter_async_context(_api_server_verifier())

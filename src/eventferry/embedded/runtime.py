@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 from eventferry.contract.compile import Compiled, compile_contract
@@ -63,6 +64,10 @@ class Embedded:
         if self.manifests.cluster_workloads:
             log.info("%d Deployment and Service manifest(s) not run here (a cluster's workloads; Service refs map "
                      "to --service URLs)", len(self.manifests.cluster_workloads))
+
+    async def read_secret(self, namespace: str, name: str) -> Mapping[str, str] | None:
+        """A Secret among the manifests (a Kafka-class Broker's credentials), as last loaded."""
+        return self.manifests.secrets.get((namespace, name))
 
     def _file_stamps(self) -> dict[Path, float]:
         stamps = {}

@@ -111,6 +111,36 @@ def security(net: KafkaNetSpec | None, secrets: SecretLookup) -> tuple[Sasl | No
     return sasl, tls
 
 
+# A Kafka-class Broker's credentials: one Secret, named in its config ConfigMap (``auth.secret.ref.name``), with
+# Knative's keys (its kafka-broker-config format).
+BROKER_SECRET_KEYS = ("protocol", "sasl.mechanism", "user", "password", "ca.crt", "user.crt", "user.key")
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def broker_security(values: Mapping[str, str], where: str) -> tuple[Sasl | None, Tls | None]:
+    """SASL and TLS from a Broker's credentials Secret (Knative's keys); ``where`` names it in errors."""
+    protocol = (values.get("protocol") or "").strip().upper()
+    if protocol not in PROTOCOLS:
+        raise CredentialsError(f"{where}: key 'protocol' is {protocol or 'missing'}: set one of {', '.join(PROTOCOLS)}")
+    sasl: Sasl | None = None
+    tls: Tls | None = None
+    if protocol.startswith("SASL_"):
+        mechanism = (values.get("sasl.mechanism") or "PLAIN").strip().upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise CredentialsError(f"{where}: key 'sasl.mechanism' is {mechanism!r}: use one of "
+                                   f"{', '.join(SASL_MECHANISMS)}")
+        user, password = values.get("user"), values.get("password")
+        if not user or password is None:
+            raise CredentialsError(f"{where}: protocol {protocol} needs the keys 'user' and 'password'")
+        sasl = Sasl(mechanism, user.strip(), password)
+    if protocol.endswith("SSL"):
+        tls = Tls(ca_cert=values.get("ca.crt") or None, cert=values.get("user.crt") or None,
+                  key=values.get("user.key") or None)
+        if (tls.cert is None) != (tls.key is None):
+            raise CredentialsError(f"{where}: keys 'user.crt' and 'user.key' go together (mutual TLS), or neither")
+    return sasl, tls
+
+
 def security_protocol(sasl: Sasl | None, tls: Tls | None) -> str:
     if sasl is not None:
         return "SASL_SSL" if tls is not None else "SASL_PLAINTEXT"

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from eventferry.contract.model import Contract
-from eventferry.resources.names import CONTRACT_CONFIGMAP, CONTRACT_GZIP_KEY, CONTRACT_KEY, MANAGED_BY, PART_OF
+from eventferry.resources.names import CONTRACT_CONFIGMAP, CONTRACT_GZIP_KEY, CONTRACT_KEY, MANAGED_BY, PART_OF, WATCHED
 
 # The API server refuses a ConfigMap whose data exceeds 1 MiB; the margin leaves room for metadata.
 MAX_CONTRACT_BYTES = 1024 * 1024 - 16 * 1024
@@ -55,7 +55,7 @@ def contract_config_map(contract: Contract, namespace: str, name: str = CONTRACT
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": namespace, "labels": {**PART_OF, **MANAGED_BY}},
+        "metadata": {"name": name, "namespace": namespace, "labels": {**PART_OF, **MANAGED_BY, **WATCHED}},
         **stored,
     }
 

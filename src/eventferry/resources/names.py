@@ -15,6 +15,11 @@ OPERATOR_LEASE = "eventferry-operator"
 FIELD_MANAGER = "eventferry-operator"
 
 PART_OF = {"app.kubernetes.io/part-of": "eventferry"}
+WATCHED_LABEL = "eventferry.dev/watched"
+WATCHED = {WATCHED_LABEL: "true"}
+"""On the ConfigMaps the operator reads: its own (the contract, the data plane's reports, the subscriber endpoints)
+and each one a Broker's spec.config names (the operator labels it). The operator watches ConfigMaps with this
+label only (a server-side label selector), not every ConfigMap of the cluster."""
 MANAGED_BY = {"app.kubernetes.io/managed-by": "eventferry-operator"}
 
 SOURCE_LABEL = "eventferry.dev/source"
