@@ -706,4 +706,14 @@ def test_live_stream_from_kafka_and_rocketmq_through_the_chart(
 
     metrics = http_get(broker_port, "/metrics") or ""
     assert "eventferry_" in metrics
+
+    # No Secret value reached a log, an Event, a status or the contract: the KafkaSource's SASL password was
+    # read by the operator (its autoscaler) and mounted into the adapter, and must show nowhere else.
+    everywhere = "\n".join([
+        *(process.log_tail(1_000_000) for process in pods.processes), metrics,
+        cluster.ok("get", "events", "-n", ns, "-o", "json"),
+        cluster.ok("get", "brokers,triggers,kafkasources,rocketmqsources", "-n", ns, "-o", "json"),
+        cluster.ok("get", "configmaps", "-n", SYSTEM, "-o", "json")])
+    for value in (SCRAM_PASSWORD, base64.b64encode(SCRAM_PASSWORD.encode()).decode()):
+        assert value not in everywhere, "a Secret value leaked into a log, an Event, a status or a ConfigMap"
     print(f"\ne2e timings: everything Ready after {ready_after:.1f}s, all events delivered after {delivered:.1f}s")
