@@ -320,7 +320,11 @@ def test_helm_template_renders_the_components_with_least_privilege() -> None:
             if "secrets" in rule["resources"]:
                 assert rule["verbs"] == ["get"]
     [broker_role] = [r for r in by_kind["Role"] if r["metadata"]["name"] == "ef-eventferry-broker"]
-    assert all(rule["resources"] == ["configmaps"] for rule in broker_role["rules"])
+    # ConfigMaps, and tokens of its own ServiceAccount only (for destinations with an audience).
+    assert all(rule["resources"] == ["configmaps"] for rule in broker_role["rules"][:-1])
+    assert broker_role["rules"][-1] == {"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                                        "resourceNames": ["ef-eventferry-broker"], "verbs": ["create"]}
+    assert "--service-account=$(POD_NAMESPACE)/$(POD_SERVICE_ACCOUNT)" in container["args"]
 
 
 @pytest.mark.e2e

@@ -208,7 +208,9 @@ class Pods:
         env.update(overrides or {})
         command = [*container["command"], *(container.get("args") or ())]
         assert command[0] in INTERPRETERS, command
-        command = [INTERPRETERS[command[0]], *(self.rewrite(arg) for arg in command[1:])]
+        # $(VAR) in args is the container's environment variable, as the kubelet expands it.
+        command = [INTERPRETERS[command[0]], *(self.rewrite(re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), arg))
+                                               for arg in command[1:])]
         port = 0
         for option, value in (("--host", lambda: "127.0.0.1"), ("--port", lambda: str(free_port()))):
             for index, arg in enumerate(command):

@@ -27,20 +27,24 @@ from eventferry.net.kubeconn import ApiConnection
 from tests.env.ports import free_port
 from tests.env.process import ManagedProcess
 from tests.env.servers import Kafka, KubeAPI
-from tests.support.cluster import EVENTFERRY, Cluster, condition_of, http_get, manifest, trigger
+from tests.support.cluster import EVENTFERRY, SYSTEM, Cluster, condition_of, http_get, manifest, trigger
 from tests.support.subscriber import Subscriber, Subscribers
 from tests.support.tokens import project_tokens, request_token
 
 pytestmark = pytest.mark.integration
 
+DATAPLANE_ACCOUNT = "eventferry-broker"
 EVENT = {"ce-specversion": "1.0", "ce-source": "/tests", "ce-type": "com.example.allowed",
          "content-type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(kube_api, tmp_path_factory.mktemp("identity"), operator_args=("--authentication=required",))
+    cluster = Cluster(kube_api, tmp_path_factory.mktemp("identity"), operator_args=("--authentication=required",),
+                      dataplane_args=(f"--service-account={SYSTEM}/{DATAPLANE_ACCOUNT}",))
     cluster.install()
+    if cluster.get(SYSTEM, f"serviceaccount/{DATAPLANE_ACCOUNT}") is None:
+        cluster.ok("create", "serviceaccount", DATAPLANE_ACCOUNT, "-n", SYSTEM)
     try:
         cluster.start_dataplane()
         cluster.run_operator()
@@ -388,3 +392,38 @@ async def test_eventferry_run_can_require_tokens_and_enforce_eventpolicy_manifes
                                                     "--authentication", "required"], capture_output=True, text=True,
                                    env=dict(os.environ, KUBECONFIG=str(tmp_path / "none")), timeout=60)
     assert done.returncode != 0 and "KUBECONFIG" in done.stderr, done.stderr
+
+
+
+async def test_the_data_plane_presents_its_own_token_to_a_subscriber_that_asks_for_one(
+        cluster: Cluster, ns: str, subscribers: Subscribers, client: aiohttp.ClientSession,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    subscriber = await subscribers()
+    assert cluster.create(ns, manifest("Broker", "default", {})).returncode == 0
+    asks = {"uri": subscriber.url + "/checked", "audience": "inference.live"}
+    assert cluster.create(ns, trigger("checked", subscriber=asks)).returncode == 0
+    assert cluster.create(ns, trigger("open", subscriber={"uri": subscriber.url + "/open"})).returncode == 0
+    for name in ("checked", "open"):
+        await asyncio.to_thread(cluster.wait_condition, ns, f"trigger/{name}", "Ready", "True")
+    [entry] = [b for b in cluster.contract()["brokers"] if (b["namespace"], b["name"]) == (ns, "default")]
+    assert {t["name"]: t.get("subscriberAudience") for t in entry["triggers"]} == \
+        {"checked": "inference.live", "open": None}
+    service_account(cluster, ns, "producer")
+    token = request_token(cluster.kube, ns, "producer", broker_audience(ns, "default"))
+    url = f"http://127.0.0.1:{cluster.dataplane_port}/{ns}/default"
+    for _ in range(3):
+        assert (await post(client, url, token))[0] == 202
+    checked = await subscriber.wait_for(3, "/checked")
+    await subscriber.wait_for(3, "/open")
+    assert all("authorization" not in {k.lower() for k in r.headers} for r in subscriber.at("/open"))
+    presented = {next(v for k, v in r.headers.items() if k.lower() == "authorization") for r in checked}
+    assert len(presented) == 1  # one token for the audience, reused, not one per delivery
+    # The subscriber can verify it as any service would: the API server's keys, its own audience.
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kube.kubeconfig))
+    api = ConfigMapClient(ApiConnection.from_environment())
+    try:
+        verifier = TokenVerifier(api_server_keys(api.request))
+        caller = await verifier.verify(presented.pop(), "inference.live")
+    finally:
+        await api.close()
+    assert caller.subject == f"system:serviceaccount:{SYSTEM}:{DATAPLANE_ACCOUNT}"

@@ -318,8 +318,8 @@ async def test_an_adapter_sends_its_token_to_its_sink_and_to_no_other_destinatio
                            Delivery(dead_letter_sink="http://dls/"), sink_token_file=str(token))
     authorization = sink_authorization(config)
     assert authorization is not None
-    assert authorization("http://ingress/live/default") == "Bearer header.payload.signature"
-    assert authorization("http://dls/") is None
+    assert await authorization("http://ingress/live/default") == "Bearer header.payload.signature"
+    assert await authorization("http://dls/") is None
     assert sink_authorization(AdapterConfig("kafka", "live", "orders", "http://s/", Delivery())) is None
 
 
@@ -339,3 +339,29 @@ async def test_the_verifier_fetches_nothing_while_no_broker_checks_senders() -> 
     assert issuer.fetches == 1
     stop.set()
     await running
+
+
+async def test_the_data_plane_asks_for_a_token_once_per_audience_and_again_before_it_expires() -> None:
+    import asyncio
+
+    from eventferry.dataplane.tokens import ServiceAccountTokens
+
+    asked: list[tuple[str, str, list[str]]] = []
+
+    async def request(method: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        asked.append((method, path, body["spec"]["audiences"]))
+        await asyncio.sleep(0.01)
+        return {"status": {"token": f"token-{len(asked)}"}}
+
+    clock = [0.0]
+    tokens = ServiceAccountTokens(request, "eventferry-system", "eventferry-broker", seconds=3600,
+                                  clock=lambda: clock[0])
+    first = await asyncio.gather(*(tokens.token("inference.live") for _ in range(20)))
+    assert set(first) == {"token-1"} and len(asked) == 1  # twenty deliveries waited for one request
+    assert asked[0][:2] == ("POST", "/api/v1/namespaces/eventferry-system/serviceaccounts/eventferry-broker/token")
+    assert await tokens.token("other") == "token-2"
+    clock[0] = 3600 * 0.8 - 1
+    assert await tokens.token("inference.live") == "token-1"
+    clock[0] = 3600 * 0.8 + 1  # 80 % of its life: renewed before it expires
+    assert await tokens.token("inference.live") == "token-3"
+    assert tokens.subject == "system:serviceaccount:eventferry-system:eventferry-broker"

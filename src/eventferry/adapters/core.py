@@ -143,13 +143,17 @@ class SinkClient:
             raise Abandoned()
 
 
-def sink_authorization(config: AdapterConfig) -> Callable[[str], str | None] | None:
+def sink_authorization(config: AdapterConfig) -> Callable[[str], Awaitable[str | None]] | None:
     """The adapter's token, for requests to its sink only (not to the dead-letter sink: the token would let
     whoever runs that send to the Broker as this source)."""
     if not config.sink_token_file:
         return None
     token = TokenFile(config.sink_token_file)
-    return lambda url: token.authorization() if url == config.sink else None
+
+    async def authorization(url: str) -> str | None:
+        return token.authorization() if url == config.sink else None
+
+    return authorization
 
 
 # A consumer loop: runs until ``stopping`` is set, then returns what it holds (drains or gives back).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ def register(subparsers: Any) -> None:
                         help="bootstrap servers for Kafka brokers whose contract names none")
     parser.add_argument("--role", choices=["all", "ingress", "dispatcher"], default="all",
                         help="split a Kafka broker for scaling: ingress replicas write, dispatcher replicas deliver")
+    parser.add_argument("--service-account", default=os.environ.get("EVENTFERRY_SERVICE_ACCOUNT") or None,
+                        metavar="NAMESPACE/NAME", type=_namespaced_name,
+                        help="with --configmap: the ServiceAccount whose tokens this replica presents to destinations "
+                             "with an audience (its own; needs create on its serviceaccounts/token)")
     parser.add_argument("--tls-cert-file", default=None,
                         help="also serve HTTPS, with this certificate (PEM; loaded again when it changes, e.g. a "
                              "cert-manager Secret volume's tls.crt)")
@@ -109,6 +114,7 @@ async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyn
     from eventferry.dataplane.activation import BacklogReporter, SubscriberEndpointsFollower
     from eventferry.dataplane.authentication import TokenVerifier, api_server_keys
     from eventferry.dataplane.contract_configmap import ConfigMapClient, ConfigMapContract
+    from eventferry.dataplane.tokens import ServiceAccountTokens
     from eventferry.net.kubeconn import ApiConnection
     from eventferry.net.secrets import api_secret_reader
     from eventferry.resources.names import DATAPLANE_STATUS_CONFIGMAP
@@ -124,6 +130,8 @@ async def _follow_configmap(args: argparse.Namespace, dataplane: Any, stop: asyn
     # Senders' tokens, for Brokers that ask for them: verified with the API server's service-account keys.
     dataplane.verifier = TokenVerifier(api_server_keys(client.request))
     dataplane.read_secret = api_secret_reader(client.request)  # Kafka-class Brokers' credentials
+    if args.service_account is not None:  # tokens for destinations with an audience
+        dataplane.tokens = ServiceAccountTokens(client.request, *args.service_account)
     print(f"following ConfigMap {namespace}/{name}; reporting as {follower.replica}", flush=True)
     try:
         await asyncio.gather(follower.run(stop), endpoints.run(stop), reporter.run(stop),

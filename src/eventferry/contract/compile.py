@@ -158,6 +158,7 @@ def _compile_trigger(trigger: Trigger, broker: Broker, namespace: str, resolver:
         generation=trigger.metadata.generation or 0,
         subscriber=resolver.resolve(spec.subscriber, namespace),
         subscriber_ca_certs=resolver.ca_certs(spec.subscriber, namespace),
+        subscriber_audience=resolver.audience(spec.subscriber, namespace),
         attributes=dict(spec.filter.attributes or {}) if spec.filter else {},
         filters=filters,
         delivery=effective_delivery(spec.delivery, broker.spec.delivery, resolver, namespace),
@@ -202,6 +203,7 @@ def effective_delivery(trigger_delivery: DeliverySpec | None, broker_delivery: D
     spec = trigger_delivery or broker_delivery or default_delivery()
     dead_letter = resolver.resolve(spec.dead_letter_sink, namespace) if spec.dead_letter_sink else None
     dead_letter_ca_certs = resolver.ca_certs(spec.dead_letter_sink, namespace) if spec.dead_letter_sink else None
+    dead_letter_audience = resolver.audience(spec.dead_letter_sink, namespace) if spec.dead_letter_sink else None
     return model.Delivery(
         retry=spec.retry if spec.retry is not None else 0,
         backoff_policy=spec.backoff_policy or DEFAULT_BACKOFF_POLICY,
@@ -211,5 +213,6 @@ def effective_delivery(trigger_delivery: DeliverySpec | None, broker_delivery: D
         retry_after_max=parse_duration(spec.retry_after_max) if spec.retry_after_max else None,
         dead_letter_sink=dead_letter,
         dead_letter_sink_ca_certs=dead_letter_ca_certs,
+        dead_letter_sink_audience=dead_letter_audience,
         format=spec.format,
     )

@@ -39,6 +39,8 @@ class Delivery(_Model):
     dead_letter_sink_ca_certs: str | None = Field(default=None, alias="deadLetterSinkCACerts",
                                                   description="PEM CA certificates the https dead-letter sink is "
                                                               "verified with, besides the system's")
+    dead_letter_sink_audience: str | None = Field(default=None, alias="deadLetterSinkAudience",
+                                                  description="the data plane presents a token for it")
     format: Literal["json", "binary"] | None = None
 
 
@@ -67,6 +69,8 @@ class Trigger(_Model):
     subscriber_ca_certs: str | None = Field(default=None, alias="subscriberCACerts",
                                             description="PEM CA certificates the https subscriber is verified with, "
                                                         "besides the system's")
+    subscriber_audience: str | None = Field(default=None, alias="subscriberAudience",
+                                           description="the data plane presents a token for it")
     # Exactly one of the two filter forms is used: a non-empty ``filters`` overrides ``attributes``.
     attributes: dict[str, str] = Field(default_factory=dict)
     filters: list[SubscriptionsAPIFilter] = Field(default_factory=list)  # validated by the API model
@@ -137,6 +141,18 @@ class Broker(_Model):
 class Contract(_Model):
     generation: int = 0
     brokers: list[Broker] = Field(default_factory=list)
+
+    def audiences_by_url(self) -> dict[str, str]:
+        """Destinations that ask for a token (an audience): subscribers and dead-letter sinks, by URL."""
+        found: dict[str, str] = {}
+        for broker in self.brokers:
+            for trigger in broker.triggers:
+                if trigger.subscriber_audience:
+                    found[trigger.subscriber] = trigger.subscriber_audience
+                delivery = trigger.delivery
+                if delivery.dead_letter_sink and delivery.dead_letter_sink_audience:
+                    found[delivery.dead_letter_sink] = delivery.dead_letter_sink_audience
+        return found
 
     def ca_certs_by_url(self) -> dict[str, str]:
         """Destinations that bring their own CA certificates: subscribers and dead-letter sinks, by URL."""

@@ -20,6 +20,7 @@ from eventferry.dataplane.authentication import TokenVerifier
 from eventferry.dataplane.authorization import SenderPolicies
 from eventferry.dataplane.memory import InMemoryBroker, MemoryLimits
 from eventferry.dataplane.metrics import DEFAULT_MAX_EVENT_TYPES, BrokerMetrics
+from eventferry.dataplane.tokens import ServiceAccountTokens
 from eventferry.dataplane.trigger_delivery import TriggerDelivery
 from eventferry.delivery import Sender
 from eventferry.events import CloudEvent
@@ -80,6 +81,10 @@ class DataPlane:
         """Checks senders' tokens for Brokers that ask for them (``contract.Broker.audience``); None: no way to
         (no API server), so such a Broker answers 503 until there is one."""
         self.sender_policies: dict[str, SenderPolicies] = {}
+        self.tokens: ServiceAccountTokens | None = None
+        """This replica's tokens for destinations with an audience; None: such a delivery fails (no identity)."""
+        self._audiences: dict[str, str] = {}
+        self.sender.authorization = self._authorization
         self.read_secret: SecretReader | None = None
         """Reads the Secrets the contract names (Kafka credentials); None: a Broker that names one fails to start."""
 
@@ -89,6 +94,7 @@ class DataPlane:
     async def apply(self, contract: model.Contract) -> None:
         await self.sender.start()
         self.sender.trust.set(contract.ca_certs_by_url())  # before any delivery to a new destination
+        self._audiences = contract.audiences_by_url()
         wanted = {broker.key: broker for broker in contract.brokers}
         for key in list(self.brokers):
             if key not in wanted:
@@ -130,6 +136,15 @@ class DataPlane:
         self.endpoints = endpoints
         for runtime in self.brokers.values():
             runtime.trigger_delivery.set_endpoints(endpoints)
+
+    async def _authorization(self, url: str) -> str | None:
+        audience = self._audiences.get(url)
+        if audience is None:
+            return None
+        if self.tokens is None:
+            raise RuntimeError(f"{url} asks for a token (audience {audience}) and this data plane has no "
+                               "ServiceAccount to request one with (--service-account)")
+        return f"Bearer {await self.tokens.token(audience)}"
 
     def checks_senders(self) -> bool:
         """Whether a loaded Broker asks for senders' tokens."""

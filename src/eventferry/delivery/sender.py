@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -29,18 +29,22 @@ class Attempt:
         return self.status is not None and 200 <= self.status <= 299
 
 
+# url -> the Authorization header to send there, or None.
+Authorization = Callable[[str], Awaitable[str | None]]
+
+
 class Sender:
     """Owns the connection pool; one per process component. Bounded per target host.
 
     ``authorization``: the ``Authorization`` header of a request to a URL (an adapter's token, for its sink
-    only: a token for one audience goes to no other destination), asked for each request so that a rotated
-    token is used at once; None or an empty answer sends none."""
+    only; the data plane's, for the destinations with an audience: a token for one audience goes to no other
+    destination), asked for each request so that a renewed token is used at once; None sends none."""
 
     def __init__(self, per_host: int = 100, total: int = 1000,
-                 authorization: Callable[[str], str | None] | None = None) -> None:
+                 authorization: Authorization | None = None) -> None:
         self._per_host = per_host
         self._total = total
-        self._authorization = authorization
+        self.authorization = authorization
         self.trust = Trust()
         """Which CA certificates verify an https destination: the system's, plus its own (``Trust.set``)."""
         self._session: aiohttp.ClientSession | None = None
@@ -80,8 +84,8 @@ class Sender:
         try:
             if headers:
                 wire_headers.update(headers)
-            if self._authorization is not None:
-                credentials = self._authorization(url)
+            if self.authorization is not None:
+                credentials = await self.authorization(url)
                 if credentials:
                     wire_headers["Authorization"] = credentials
             # An event without datacontenttype goes without Content-Type: the one aiohttp would add
