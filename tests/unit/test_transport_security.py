@@ -165,3 +165,50 @@ def test_the_contract_names_the_credentials_secret_never_its_values() -> None:
     assert settings is not None and settings.auth_secret is not None
     assert (settings.auth_secret.namespace, settings.auth_secret.name) == ("infra", "kafka-credentials")
     assert "password" not in contract.to_json()
+
+
+async def test_a_broker_whose_start_failed_is_started_anew_at_the_next_apply() -> None:
+    """A Kafka-class Broker whose credentials Secret was missing at first starts once it is there."""
+    from eventferry.contract import model
+    from eventferry.dataplane.dataplane import DataPlane
+
+    attempts: list[int] = []
+
+    class Flaky:
+        def __init__(self, spec: model.Broker) -> None:
+            self.spec = spec
+            self.started = False
+
+            class Delivery:
+                def set_endpoints(self, endpoints: object) -> None:
+                    return None
+
+            self.trigger_delivery = Delivery()
+
+        async def start(self) -> None:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ValueError("Secret live/kafka-credentials does not exist")
+            self.started = True
+
+        def update(self, spec: model.Broker) -> None:
+            self.spec = spec
+
+        async def stop(self) -> None:
+            return None
+
+    class Plane(DataPlane):
+        def _make(self, spec: model.Broker) -> Flaky:  # type: ignore[override]
+            return Flaky(spec)
+
+    plane = Plane()
+    contract = model.Contract(generation=1, brokers=[model.Broker(namespace="live", name="durable")])
+    with pytest.raises(ValueError, match="does not exist"):
+        await plane.apply(contract)
+    assert plane.broker("live", "durable") is not None  # known meanwhile: 503, not 404
+    await plane.apply(contract)  # the same contract, retried: a new runtime, started
+    runtime = plane.broker("live", "durable")
+    assert len(attempts) == 2 and isinstance(runtime, Flaky) and runtime.started
+    await plane.apply(contract)  # started: kept, not started again
+    assert len(attempts) == 2
+    await plane.sender.close()

@@ -101,7 +101,9 @@ class BacklogReporter:
     async def _patch(self, value: str | None) -> None:
         path = self.client.path(self.namespace, self.name)
         try:
-            await self.client.request("PATCH", path, body={"data": {self.replica: value}},
+            # The label too: the operator watches labelled ConfigMaps only (one made before it was, say).
+            await self.client.request("PATCH", path, body={"metadata": {"labels": WATCHED},
+                                                           "data": {self.replica: value}},
                                       content_type="application/merge-patch+json", timeout=10)
         except ApiError as error:
             if error.status != 404 or value is None:

@@ -255,7 +255,8 @@ class ConfigMapContract(FollowedConfigMap):
 
     async def _report(self, generation: int | None) -> None:
         path = self.client.path(self.namespace, self.status_name)
-        patch = report_patch(self.replica, generation, datetime.now(UTC))
+        # The label too: the operator watches labelled ConfigMaps only.
+        patch = {**report_patch(self.replica, generation, datetime.now(UTC)), "metadata": {"labels": WATCHED}}
         try:
             await self.client.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
         except ApiError as error:

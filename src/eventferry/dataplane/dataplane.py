@@ -81,6 +81,7 @@ class DataPlane:
         """Checks senders' tokens for Brokers that ask for them (``contract.Broker.audience``); None: no way to
         (no API server), so such a Broker answers 503 until there is one."""
         self.sender_policies: dict[str, SenderPolicies] = {}
+        self._failed_starts: set[str] = set()
         self.tokens: ServiceAccountTokens | None = None
         """This replica's tokens for destinations with an audience; None: such a delivery fails (no identity)."""
         self._audiences: dict[str, str] = {}
@@ -98,12 +99,13 @@ class DataPlane:
         wanted = {broker.key: broker for broker in contract.brokers}
         for key in list(self.brokers):
             if key not in wanted:
+                self._failed_starts.discard(key)
                 runtime = self.brokers.pop(key)
                 await runtime.drain(timeout=5)
                 await runtime.stop()
         for key, spec in wanted.items():
             current = self.brokers.get(key)
-            if current is not None and _same_storage(current.spec, spec):
+            if current is not None and _same_storage(current.spec, spec) and key not in self._failed_starts:
                 current.update(spec)
                 continue
             if current is not None:
@@ -112,7 +114,11 @@ class DataPlane:
             runtime.trigger_delivery.set_endpoints(self.endpoints)
             # Known while it starts: its ingress answers 503 (retry) until it can store, never 404.
             self.brokers[key] = runtime
+            # A start that fails (Kafka unreachable, its credentials Secret missing) is tried anew with the next
+            # attempt to apply, not left half-started.
+            self._failed_starts.add(key)
             await runtime.start()
+            self._failed_starts.discard(key)
         self.sender_policies = {key: SenderPolicies(spec) for key, spec in wanted.items() if spec.audience}
         self.contract = contract
         self.loaded = True
