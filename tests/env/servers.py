@@ -385,8 +385,20 @@ PLAIN_PASSWORD = "plain-secret"
 
 @dataclass
 class Kafka(Server):
+    """Listeners: PLAINTEXT (``bootstrap``), SASL_PLAINTEXT (``sasl_bootstrap``), SSL (``ssl_bootstrap``),
+    SASL_SSL (``sasl_ssl_bootstrap``) and SSL requiring a client certificate (``mtls_bootstrap``). The SASL
+    ones take PLAIN (``PLAIN_USER``) and SCRAM-SHA-256/512 (``SCRAM_USER``); the TLS ones serve a certificate
+    for 127.0.0.1 and localhost signed by ``ca_cert``, a CA generated in the work directory, which also signed
+    ``client_cert``/``client_key`` for the mutual-TLS listener."""
+
     bootstrap: str = ""
     sasl_bootstrap: str = ""
+    ssl_bootstrap: str = ""
+    sasl_ssl_bootstrap: str = ""
+    mtls_bootstrap: str = ""
+    ca_cert: Path = Path()  # PEM of the CA that signed the TLS listeners' certificate
+    client_cert: Path = Path()  # PEM client certificate (and ``client_key``) the mutual-TLS listener accepts
+    client_key: Path = Path()
 
     def restart_broker(self, down: float = 0.0) -> None:
         """The Kafka process stopped and started again with its ports and data; waits until it answers."""
@@ -399,18 +411,41 @@ class Kafka(Server):
         libs = provision.KAFKA.ensure()
         java = provision.java()
         server = cls(workdir=workdir)
-        port, sasl_port, controller = free_port(), free_port(), free_port()
+        keystore = server._certificates(workdir / "tls")
+        ports: list[int] = []
+        while len(ports) < 6:  # six distinct ones
+            if (candidate := free_port()) not in ports:
+                ports.append(candidate)
+        port, sasl_port, ssl_port, sasl_ssl_port, mtls_port, controller = ports
         server.bootstrap = f"{LOOPBACK}:{port}"
         server.sasl_bootstrap = f"{LOOPBACK}:{sasl_port}"
+        server.ssl_bootstrap = f"{LOOPBACK}:{ssl_port}"
+        server.sasl_ssl_bootstrap = f"{LOOPBACK}:{sasl_ssl_port}"
+        server.mtls_bootstrap = f"{LOOPBACK}:{mtls_port}"
+        served = (f"PLAINTEXT://{server.bootstrap},SASL_PLAINTEXT://{server.sasl_bootstrap},SSL://{server.ssl_bootstrap},"
+                  f"SASL_SSL://{server.sasl_ssl_bootstrap},MTLS://{server.mtls_bootstrap}")
+        jaas = "".join(textwrap.dedent(f"""\
+            listener.name.{name}.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{PLAIN_USER}="{PLAIN_PASSWORD}";
+            listener.name.{name}.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+            listener.name.{name}.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+            """) for name in ("sasl_plaintext", "sasl_ssl"))
         props = workdir / "server.properties"
+        # TLS (KIP-651 PEM keystore): one file, the PKCS#8 key then the certificate chain; no key password. The
+        # SSL and SASL_SSL listeners ask for no client certificate; MTLS requires one signed by the same CA.
         props.write_text(textwrap.dedent(f"""\
             process.roles=broker,controller
             node.id=1
-            listeners=PLAINTEXT://{LOOPBACK}:{port},SASL_PLAINTEXT://{LOOPBACK}:{sasl_port},CONTROLLER://{LOOPBACK}:{controller}
-            advertised.listeners=PLAINTEXT://{LOOPBACK}:{port},SASL_PLAINTEXT://{LOOPBACK}:{sasl_port}
+            listeners={served},CONTROLLER://{LOOPBACK}:{controller}
+            advertised.listeners={served}
             controller.listener.names=CONTROLLER
             inter.broker.listener.name=PLAINTEXT
-            listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+            listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,MTLS:SSL
+            ssl.keystore.type=PEM
+            ssl.keystore.location={keystore}
+            ssl.client.auth=none
+            listener.name.mtls.ssl.client.auth=required
+            listener.name.mtls.ssl.truststore.type=PEM
+            listener.name.mtls.ssl.truststore.location={server.ca_cert}
             controller.quorum.bootstrap.servers={LOOPBACK}:{controller}
             log.dirs={workdir / 'data'}
             num.partitions=1
@@ -423,10 +458,7 @@ class Kafka(Server):
             group.initial.rebalance.delay.ms=0
             auto.create.topics.enable=true
             sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
-            listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_{PLAIN_USER}="{PLAIN_PASSWORD}";
-            listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-            listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-            """))
+            """) + jaas)
         log4j = workdir / "log4j2.properties"
         log4j.write_text(textwrap.dedent("""\
             rootLogger.level=WARN
@@ -464,8 +496,30 @@ class Kafka(Server):
             raise
         return server
 
+    def _certificates(self, certs: Path) -> Path:
+        """The CA ``kafka-ca``, the brokers' certificate and a client certificate, made once per work directory;
+        returns the PEM keystore: the PKCS#8 private key, then the certificate and the CA's."""
+        self.ca_cert, self.client_cert, self.client_key = certs / "kafka-ca.crt", certs / "client.crt", certs / "client.key"
+        keystore = certs / "server-keystore.pem"
+        if keystore.exists():
+            return keystore
+        certs.mkdir(parents=True, exist_ok=True)
+        openssl_ca(certs / "kafka-ca", "kafka-ca")
+        openssl_cert(certs / "kafka-ca", certs / "server", "kafka", "serverAuth", ["IP:127.0.0.1", "DNS:localhost"])
+        openssl_cert(certs / "kafka-ca", certs / "client", "kafka-client", "clientAuth", [])
+        key = (certs / "server.key").read_text()
+        if "-----BEGIN PRIVATE KEY-----" not in key:  # Kafka's PEM keystore reads PKCS#8 keys only
+            raise provision.ProvisionError(f"openssl wrote {certs / 'server.key'} in a form other than PKCS#8")
+        partial = keystore.with_suffix(".partial")
+        partial.write_text(key + (certs / "server.crt").read_text() + self.ca_cert.read_text())
+        partial.replace(keystore)
+        return keystore
+
     def exports(self) -> dict[str, str]:
-        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "KAFKA_SASL_BOOTSTRAP_SERVERS": self.sasl_bootstrap}
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "KAFKA_SASL_BOOTSTRAP_SERVERS": self.sasl_bootstrap,
+                "KAFKA_SSL_BOOTSTRAP_SERVERS": self.ssl_bootstrap,
+                "KAFKA_SASL_SSL_BOOTSTRAP_SERVERS": self.sasl_ssl_bootstrap,
+                "KAFKA_MTLS_BOOTSTRAP_SERVERS": self.mtls_bootstrap, "KAFKA_CA_CERT": str(self.ca_cert)}
 
 
 def _kafka_answers(bootstrap: str) -> bool:
