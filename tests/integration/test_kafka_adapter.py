@@ -248,7 +248,7 @@ async def test_wrong_credentials_stop_the_adapter_with_a_clear_error(kafka: Kafk
     output = (tmp_path / "adapter.log").read_text()
     assert code == 1, output
     assert "Kafka authentication failed as user 'eventferry' with SCRAM-SHA-512" in output, output
-    assert "check the SASL Secret keys" in output
+    assert "check the Secret keys spec.net refers to" in output
 
 
 # --- the adapter as a process ------------------------------------------------------------------------------

@@ -16,19 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.conn import create_conn
 from aiokafka.errors import (
-    AuthenticationFailedError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
     KafkaError,
-    SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
-    UnsupportedSaslMechanismError,
 )
 
 from eventferry.adapters.config import AdapterConfig
@@ -37,12 +34,13 @@ from eventferry.adapters.health import AdapterHealth
 from eventferry.adapters.kafka_mapping import map_record
 from eventferry.adapters.logs import fields
 from eventferry.adapters.metrics import AdapterMetrics
+from eventferry.kafka.connection import AUTH_ERRORS, connection_failure, explain_connection_failure
 from eventferry.kafka.consumer import FETCH_BATCH, ConsumerLoop, LoopLimits, LoopObserver
 
 log = logging.getLogger("eventferry.adapters.kafka")
 
-AUTH_ERRORS = (SaslAuthenticationFailed, AuthenticationFailedError, UnsupportedSaslMechanismError)
 FATAL_ERRORS = (*AUTH_ERRORS, TopicAuthorizationFailedError, GroupAuthorizationFailedError)
+NET_SECRETS = "the Secret keys spec.net refers to (sasl: user, password, type; tls: caCert, cert, key)"
 RESTART_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds between attempts to (re)start the consumer
 
 
@@ -116,9 +114,11 @@ class KafkaAdapter:
                 raise AdapterError(self._explain(error)) from None
             except (KafkaError, OSError) as error:
                 await self._close()
-                cause = await self._diagnose() if isinstance(error, KafkaConnectionError) else None
-                if cause is not None:
+                cause = await connection_failure(self._options) if isinstance(error, KafkaConnectionError) else None
+                if isinstance(cause, (*AUTH_ERRORS, ssl.SSLError)):
+                    # Credentials and TLS are read once, at start: retrying cannot fix them; the pod restarts.
                     raise AdapterError(self._explain(cause)) from None
+                error = cause or error
                 message = self._explain(error)
                 wait = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
                 failures += 1
@@ -160,31 +160,10 @@ class KafkaAdapter:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
 
-    async def _diagnose(self) -> KafkaError | None:
-        """aiokafka reports a failed bootstrap as 'unable to bootstrap'; one direct connection tells why."""
-        options = dict(self._options)
-        options.pop("bootstrap_servers")
-        for server in self.settings.bootstrap_servers:
-            host, _, port = server.rpartition(":")
-            try:
-                conn = await create_conn(host, int(port), request_timeout_ms=10000, **options)
-                conn.close()
-                return None
-            except AUTH_ERRORS as error:
-                return error
-            except (KafkaError, OSError, TimeoutError, ValueError):
-                continue
-        return None
-
     def _explain(self, error: BaseException) -> str:
-        if isinstance(error, AUTH_ERRORS):
-            sasl = self.settings.sasl
-            who = f" as user {sasl.username!r} with {sasl.mechanism}" if sasl else ""
-            return (f"Kafka authentication failed{who} at {','.join(self.settings.bootstrap_servers)}: {error}; "
-                    "check the SASL Secret keys (user, password, type) that spec.net.sasl refers to")
         if isinstance(error, TopicAuthorizationFailedError | GroupAuthorizationFailedError):
             return f"Kafka refused access to the topics or the consumer group {self.settings.consumer_group!r}: {error}"
-        return f"{type(error).__name__}: {error}"
+        return explain_connection_failure(error, self.settings.bootstrap_servers, self.settings.sasl, NET_SECRETS)
 
     # --- one record ----------------------------------------------------------------------------------------
 

@@ -7,21 +7,32 @@ import re
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from eventferry.contract.kafka_names import retry_topic_pattern
 from eventferry.contract.model import KafkaSettings
-from eventferry.kafka.connection import CredentialsError, broker_security, client_options
+from eventferry.kafka.connection import (
+    CredentialsError,
+    broker_security,
+    client_options,
+    connection_failure,
+    explain_connection_failure,
+)
 from eventferry.net.secrets import SecretReader
 
 log = logging.getLogger(__name__)
 TIMEOUT_MS = 10_000
 
 
+class KafkaUnreachable(Exception):
+    """The admin client could not connect; the message says why (refused credentials, a certificate...)."""
+
+
 async def _admin(settings: KafkaSettings, read_secret: SecretReader) -> AIOKafkaAdminClient:
-    """An admin client with the Broker's credentials (its Secret read now, its values held in memory only)."""
+    """A started admin client with the Broker's credentials (its Secret read now, its values held in memory only)."""
     sasl, tls = None, None
     secret = settings.auth_secret
+    where = "the Broker's config (no credentials Secret)"
     if secret is not None:
         where = f"Secret {secret.namespace}/{secret.name} (auth.secret.ref.name of the Broker's config)"
         values = await read_secret(secret.namespace, secret.name)
@@ -30,7 +41,15 @@ async def _admin(settings: KafkaSettings, read_secret: SecretReader) -> AIOKafka
         sasl, tls = broker_security(values, where)
     options: dict[str, Any] = {**client_options(settings.bootstrap_servers, sasl, tls),
                                "request_timeout_ms": TIMEOUT_MS, "client_id": "eventferry-operator"}
-    return AIOKafkaAdminClient(**options)
+    admin = AIOKafkaAdminClient(**options)
+    try:
+        await admin.start()
+    except KafkaConnectionError as error:
+        await admin.close()
+        cause = await connection_failure(options)
+        raise KafkaUnreachable(explain_connection_failure(cause or error, settings.bootstrap_servers, sasl,
+                                                          where)) from None
+    return admin
 
 
 async def ensure_topic(settings: KafkaSettings, read_secret: SecretReader) -> bool:
@@ -40,7 +59,6 @@ async def ensure_topic(settings: KafkaSettings, read_secret: SecretReader) -> bo
     move keys between partitions (as Knative, the settings apply at creation only).
     """
     admin = await _admin(settings, read_secret)
-    await admin.start()
     try:
         if settings.topic in await admin.list_topics():
             return False
@@ -64,7 +82,6 @@ def broker_topics(topic: str, existing: set[str]) -> list[str]:
 async def delete_topics(settings: KafkaSettings, read_secret: SecretReader) -> list[str]:
     """Deletes the Broker's topic and its retry topics; returns the names deleted."""
     admin = await _admin(settings, read_secret)
-    await admin.start()
     try:
         doomed = broker_topics(settings.topic, set(await admin.list_topics()))
         if doomed:

@@ -33,7 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from eventferry.contract import model
 from eventferry.contract.activation import TriggerBacklog
@@ -48,7 +48,15 @@ from eventferry.delivery.steps import DeadLetter, Delivered, Drop, Stage, next_s
 from eventferry.events import CloudEvent, InvalidEvent
 from eventferry.events.event import attribute_text
 from eventferry.events.kafka import from_kafka, to_kafka
-from eventferry.kafka.connection import CredentialsError, Sasl, Tls, broker_security, client_options
+from eventferry.kafka.connection import (
+    CredentialsError,
+    Sasl,
+    Tls,
+    broker_security,
+    client_options,
+    connection_failure,
+    explain_connection_failure,
+)
 from eventferry.kafka.consumer import ConsumerLoop, FreshStarts, LoopLimits
 from eventferry.net.secrets import SecretReader
 
@@ -68,6 +76,10 @@ class KafkaLimits:
     commit_interval: float = 0.5
     paced_in_flight: int = 200  # per paced Trigger's consumer: what waits for its pace in memory
     session_timeout_ms: int = 10_000  # how long a replica that died and did not come back holds its partitions
+
+
+class KafkaUnreachable(Exception):
+    """The Broker's Kafka could not be reached at start; the message says why."""
 
 
 class KafkaBroker:
@@ -124,6 +136,16 @@ class KafkaBroker:
 
     async def start(self) -> None:
         await self._load_credentials()
+        try:
+            await self._start_clients()
+        except KafkaConnectionError as error:
+            secret = self.settings.auth_secret
+            where = f"Secret {secret.namespace}/{secret.name}" if secret else "the Broker's config (no credentials)"
+            cause = await connection_failure(self._client_args())
+            raise KafkaUnreachable(f"Broker {self.spec.key}: " + explain_connection_failure(
+                cause or error, self.settings.bootstrap_servers, self._security[0], where)) from None
+
+    async def _start_clients(self) -> None:
         await self._ensure_topic(self.settings.topic, self.settings.partitions, self.settings.replication_factor)
         self._producer = AIOKafkaProducer(**self._client_args(), acks="all", enable_idempotence=True,
                                           linger_ms=1, max_request_size=8 * 1024 * 1024)

@@ -14,10 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
 from eventferry.apis.duck import SecretValueFromSource
 from eventferry.apis.kafkasource import KafkaNetSpec
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+AUTH_ERRORS = (SaslAuthenticationFailed, AuthenticationFailedError, UnsupportedSaslMechanismError)
+"""Kafka refused the credentials: waiting does not help."""
 
 
 class CredentialsError(ValueError):
@@ -158,6 +169,46 @@ def client_options(bootstrap_servers: tuple[str, ...] | list[str], sasl: Sasl | 
     if tls is not None:
         options["ssl_context"] = ssl_context(tls)
     return options
+
+
+async def connection_failure(options: Mapping[str, Any]) -> BaseException | None:
+    """Why Kafka cannot be reached with ``options`` (aiokafka client options), found with one direct connection
+    per bootstrap server: aiokafka's own error says only 'unable to bootstrap'. None when one connects, or when
+    no server names a reason (then the original error is all there is)."""
+    direct = {k: v for k, v in options.items() if k not in ("bootstrap_servers", "client_id", "request_timeout_ms")}
+    servers = options["bootstrap_servers"]
+    reason: BaseException | None = None
+    for server in servers.split(",") if isinstance(servers, str) else servers:
+        host, _, port = str(server).rpartition(":")
+        try:
+            conn = await create_conn(host, int(port), request_timeout_ms=10000, **direct)
+            conn.close()
+            return None
+        except AUTH_ERRORS as error:
+            refused: BaseException = error
+            return refused
+        except ssl.SSLError as error:
+            reason = error
+        except (KafkaError, OSError, TimeoutError, ValueError) as error:
+            reason = reason or error
+    return reason
+
+
+def explain_connection_failure(error: BaseException, servers: list[str] | tuple[str, ...], sasl: Sasl | None,
+                               credentials: str) -> str:
+    """A message that says why and what to check; ``credentials`` names where the SASL and TLS settings come
+    from (a Secret, spec.net). Never quotes a secret value."""
+    where = ",".join(servers)
+    if isinstance(error, AUTH_ERRORS):
+        who = f" as user {sasl.username!r} with {sasl.mechanism}" if sasl else ""
+        return f"Kafka authentication failed{who} at {where}: {error}; check {credentials}"
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"Kafka's TLS certificate at {where} did not verify ({error.verify_message}): check the CA "
+                f"certificate of {credentials}")
+    if isinstance(error, ssl.SSLError):
+        return f"the TLS handshake with Kafka at {where} failed ({error}): check the protocol and TLS of {credentials}"
+    text = str(error)
+    return text if text.startswith(type(error).__name__) else f"{type(error).__name__}: {text}"
 
 
 def ssl_context(tls: Tls) -> ssl.SSLContext:
