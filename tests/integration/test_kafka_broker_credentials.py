@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from tests.env.servers import SCRAM_PASSWORD, SCRAM_USER, Kafka, KubeAPI
-from tests.support.cluster import SYSTEM, Cluster, condition_of, manifest, trigger
+from tests.support.cluster import SYSTEM, Cluster, condition_of, manifest, running, scratch_namespace, trigger
 from tests.support.subscriber import Subscribers
 
 pytestmark = pytest.mark.integration
@@ -28,23 +28,14 @@ KAFKA_CLASS = {"eventferry.dev/broker.class": "Kafka"}
 
 @pytest.fixture(scope="module")
 def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(kube_api, tmp_path_factory.mktemp("kafka-credentials"))
-    cluster.install()
-    try:
-        cluster.start_dataplane()
-        cluster.run_operator()
+    with running(Cluster(kube_api, tmp_path_factory.mktemp("kafka-credentials"))) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"kc-{uuid.uuid4().hex[:8]}"
-    cluster.ok("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "brokers,triggers", "--all", "-n", name, "--wait=false")
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    with scratch_namespace(cluster, "kc") as name:
+        yield name
 
 
 def credentials(name: str, password: str, ca_pem: str) -> dict[str, object]:

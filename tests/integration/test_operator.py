@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +29,8 @@ from tests.support.cluster import (
     http_get,
     make_available,
     manifest,
+    running,
+    scratch_namespace,
     service,
     trigger,
 )
@@ -41,24 +42,14 @@ INGRESS = "http://eventferry-broker-ingress.eventferry-system.svc.cluster.local"
 
 @pytest.fixture(scope="module")
 def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(kube_api, tmp_path_factory.mktemp("operator"))
-    cluster.install()
-    try:
-        cluster.start_dataplane()
-        cluster.run_operator()
+    with running(Cluster(kube_api, tmp_path_factory.mktemp("operator"))) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"op-{uuid.uuid4().hex[:8]}"
-    cluster.ok("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "brokers,triggers,kafkasources,rocketmqsources", "--all", "-n", name, "--wait=false")
-    # Without kube-controller-manager the namespace stays Terminating; its objects are gone already.
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    with scratch_namespace(cluster, "op") as name:
+        yield name
 
 
 # --- Brokers and Triggers --------------------------------------------------------------------------------------

@@ -27,7 +27,17 @@ from eventferry.net.kubeconn import ApiConnection
 from tests.env.ports import free_port
 from tests.env.process import ManagedProcess
 from tests.env.servers import Kafka, KubeAPI
-from tests.support.cluster import EVENTFERRY, SYSTEM, Cluster, condition_of, http_get, manifest, trigger
+from tests.support.cluster import (
+    EVENTFERRY,
+    SYSTEM,
+    Cluster,
+    condition_of,
+    http_get,
+    manifest,
+    running,
+    scratch_namespace,
+    trigger,
+)
 from tests.support.subscriber import Subscriber, Subscribers
 from tests.support.tokens import project_tokens, request_token
 
@@ -42,24 +52,16 @@ EVENT = {"ce-specversion": "1.0", "ce-source": "/tests", "ce-type": "com.example
 def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(kube_api, tmp_path_factory.mktemp("identity"), operator_args=("--authentication=required",),
                       dataplane_args=(f"--service-account={SYSTEM}/{DATAPLANE_ACCOUNT}",))
-    cluster.install()
-    if cluster.get(SYSTEM, f"serviceaccount/{DATAPLANE_ACCOUNT}") is None:
-        cluster.ok("create", "serviceaccount", DATAPLANE_ACCOUNT, "-n", SYSTEM)
-    try:
-        cluster.start_dataplane()
-        cluster.run_operator()
+    with running(cluster):
+        if cluster.get(SYSTEM, f"serviceaccount/{DATAPLANE_ACCOUNT}") is None:
+            cluster.ok("create", "serviceaccount", DATAPLANE_ACCOUNT, "-n", SYSTEM)  # its token is asked at delivery
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"id-{uuid.uuid4().hex[:8]}"
-    cluster.ok("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "brokers,triggers,eventpolicies,kafkasources", "--all", "-n", name, "--wait=false")
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    with scratch_namespace(cluster, "id") as name:
+        yield name
 
 
 @pytest.fixture

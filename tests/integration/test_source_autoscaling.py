@@ -29,7 +29,7 @@ from eventferry.controller.rocketmq_backlog import BacklogReader
 from tests.env.ports import free_port
 from tests.env.process import ManagedProcess
 from tests.env.servers import SCRAM_PASSWORD, SCRAM_USER, Kafka, Keda, KubeAPI, KubeControllers, RocketMQ
-from tests.support.cluster import Cluster, condition_of, http_get, manifest
+from tests.support.cluster import Cluster, condition_of, http_get, manifest, running, scratch_namespace
 from tests.support.processes import EVENTFERRY
 from tests.support.subscriber import Answer, Subscriber, Subscribers
 
@@ -47,22 +47,14 @@ SINK_DELAY = 0.02
 
 @pytest.fixture(scope="module")
 def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = Cluster(kube_api, tmp_path_factory.mktemp("autoscaling"))
-    cluster.install()
-    try:
-        cluster.run_operator()
+    with running(Cluster(kube_api, tmp_path_factory.mktemp("autoscaling")), dataplane=False) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"scale-{uuid.uuid4().hex[:8]}"
-    cluster.ok("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "kafkasources", "--all", "-n", name, "--wait=false")
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    with scratch_namespace(cluster, "scale", kinds="kafkasources") as name:
+        yield name
 
 
 class Replicas:
@@ -172,8 +164,8 @@ class Timeline:
 
     def show(self, title: str) -> None:
         print(f"\n{title}: t(s) lag wanted running")
-        for t, lag, wanted, running in self.samples:
-            print(f"  {t:5.1f} {lag:5d} {wanted:2d} {running:2d}")
+        for t, lag, wanted, alive in self.samples:
+            print(f"  {t:5.1f} {lag:5d} {wanted:2d} {alive:2d}")
 
 
 def source_manifest(name: str, topic: str, group: str, annotations: dict[str, str], sink: str) -> dict[str, Any]:

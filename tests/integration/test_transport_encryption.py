@@ -23,7 +23,7 @@ from cryptography import x509
 from tests.env.ports import free_port
 from tests.env.servers import KubeAPI
 from tests.support.certs import Authority, authority, server_context
-from tests.support.cluster import Cluster, manifest, trigger
+from tests.support.cluster import Cluster, manifest, running, scratch_namespace, trigger
 from tests.support.subscriber import Subscribers
 
 pytestmark = pytest.mark.integration
@@ -48,22 +48,14 @@ def cluster(kube_api: KubeAPI, tmp_path_factory: pytest.TempPathFactory,
                       operator_args=("--transport-encryption=strict", f"--ingress-ca-file={ingress_ca.cert}"),
                       dataplane_args=(f"--tls-cert-file={cert}", f"--tls-key-file={key}", f"--tls-port={free_port()}",
                                       f"--tls-check-interval={CHECK_INTERVAL}", "--https-only"))
-    cluster.install()
-    try:
-        cluster.start_dataplane()
-        cluster.run_operator()
+    with running(cluster):
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture
 def ns(cluster: Cluster) -> Iterator[str]:
-    name = f"tls-{uuid.uuid4().hex[:8]}"
-    cluster.ok("create", "namespace", name)
-    yield name
-    cluster.kubectl("delete", "brokers,triggers", "--all", "-n", name, "--wait=false")
-    cluster.kubectl("delete", "namespace", name, "--wait=false")
+    with scratch_namespace(cluster, "tls") as name:
+        yield name
 
 
 def tls_port(cluster: Cluster) -> int:

@@ -6,12 +6,14 @@ KUBECONFIG; shared by the operator tests, the end-to-end tests and the fault tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,6 +150,34 @@ class Cluster:
             return None
 
         return self.wait(probe, f"{resource} {condition}={status} ({reason})", timeout)
+
+
+@contextlib.contextmanager
+def running(cluster: Cluster, dataplane: bool = True) -> Iterator[Cluster]:
+    """``cluster`` with the CRDs installed, its data plane (unless not wanted) and operator started; both
+    stopped on leaving: the body of a test module's ``cluster`` fixture."""
+    cluster.install()
+    try:
+        if dataplane:
+            cluster.start_dataplane()
+        cluster.run_operator()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextlib.contextmanager
+def scratch_namespace(cluster: Cluster, prefix: str,
+                      kinds: str = "brokers,triggers,eventpolicies,kafkasources,rocketmqsources") -> Iterator[str]:
+    """A new namespace for one test; its ``kinds`` deleted after it, and the namespace (which stays Terminating
+    without kube-controller-manager: its objects are gone already)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    cluster.ok("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", kinds, "--all", "-n", name, "--wait=false")
+        cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
 def http_get(port: int, path: str) -> str | None:

@@ -8,6 +8,7 @@ plane never needs the cluster to route an event.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -142,29 +143,22 @@ class Contract(_Model):
     generation: int = 0
     brokers: list[Broker] = Field(default_factory=list)
 
-    def audiences_by_url(self) -> dict[str, str]:
-        """Destinations that ask for a token (an audience): subscribers and dead-letter sinks, by URL."""
-        found: dict[str, str] = {}
+    def _destinations(self) -> Iterator[tuple[str, str | None, str | None]]:
+        """(URL, CA certificates, audience) of every subscriber and dead-letter sink."""
         for broker in self.brokers:
             for trigger in broker.triggers:
-                if trigger.subscriber_audience:
-                    found[trigger.subscriber] = trigger.subscriber_audience
-                delivery = trigger.delivery
-                if delivery.dead_letter_sink and delivery.dead_letter_sink_audience:
-                    found[delivery.dead_letter_sink] = delivery.dead_letter_sink_audience
-        return found
+                yield trigger.subscriber, trigger.subscriber_ca_certs, trigger.subscriber_audience
+                sink = trigger.delivery
+                if sink.dead_letter_sink:
+                    yield sink.dead_letter_sink, sink.dead_letter_sink_ca_certs, sink.dead_letter_sink_audience
+
+    def audiences_by_url(self) -> dict[str, str]:
+        """Destinations that ask for a token (an audience), by URL."""
+        return {url: audience for url, _, audience in self._destinations() if audience}
 
     def ca_certs_by_url(self) -> dict[str, str]:
-        """Destinations that bring their own CA certificates: subscribers and dead-letter sinks, by URL."""
-        found: dict[str, str] = {}
-        for broker in self.brokers:
-            for trigger in broker.triggers:
-                if trigger.subscriber_ca_certs:
-                    found[trigger.subscriber] = trigger.subscriber_ca_certs
-                delivery = trigger.delivery
-                if delivery.dead_letter_sink and delivery.dead_letter_sink_ca_certs:
-                    found[delivery.dead_letter_sink] = delivery.dead_letter_sink_ca_certs
-        return found
+        """Destinations that bring their own CA certificates, by URL."""
+        return {url: ca_certs for url, ca_certs, _ in self._destinations() if ca_certs}
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=2)
