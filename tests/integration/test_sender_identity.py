@@ -429,3 +429,21 @@ async def test_the_data_plane_presents_its_own_token_to_a_subscriber_that_asks_f
     finally:
         await api.close()
     assert caller.subject == f"system:serviceaccount:{SYSTEM}:{DATAPLANE_ACCOUNT}"
+
+
+def test_the_api_server_refuses_an_invalid_eventpolicy_naming_the_field(cluster: Cluster, ns: str) -> None:
+    """The CRD's CEL rules, run by the API server itself."""
+    for spec, named in (
+            ({"from": [{"sub": "system:serviceaccount:*:x"}]}, "'*' is only allowed as the last character"),
+            ({"from": [{"sub": "a", "ref": {"apiVersion": "v1", "kind": "ServiceAccount", "name": "x"}}]},
+             "exactly one of ref or sub"),
+            ({"to": [{"ref": {"apiVersion": "eventferry.dev/v1alpha1", "kind": "Broker", "name": "b"},
+                      "selector": {"apiVersion": "eventferry.dev/v1alpha1", "kind": "Broker"}}]},
+             "exactly one of ref or selector"),
+            ({"to": [{"selector": {"apiVersion": "eventferry.dev/v1alpha1", "kind": "Broker",
+                                   "matchExpressions": [{"key": "tier", "operator": "In"}]}}]},
+             "In and NotIn need values")):
+        refused = cluster.create(ns, manifest("EventPolicy", f"bad-{uuid.uuid4().hex[:6]}", spec))
+        assert refused.returncode != 0 and named in refused.stderr, (spec, refused.stderr)
+    accepted = cluster.create(ns, manifest("EventPolicy", "fine", {"from": [{"sub": "system:serviceaccount:ops:*"}]}))
+    assert accepted.returncode == 0, accepted.stderr
