@@ -21,9 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ class TokenVerifier:
         return key
 
     async def _verify_signature(self, token: str) -> _Verified:
+        import jwt  # loaded (with cryptography, ~9 MiB) only once a Broker checks senders
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -196,6 +199,8 @@ def _bearer(authorization: str | None) -> str:
 
 
 def _keys_of(document: dict[str, Any]) -> dict[str, Any]:
+    import jwt
+
     keys: dict[str, Any] = {}
     for entry in document.get("keys") or ():
         if entry.get("use", "sig") != "sig":
