@@ -543,19 +543,30 @@ def _kafka_answers(bootstrap: str) -> bool:
 
 # --- RocketMQ 5: name server, and the proxy in local mode with the broker in the same JVM -------------
 
+# ACL 2.0 (RocketMQ >= 5.3.0; RocketMQAcl): the super user, made by the broker at its first start
+# (initAuthenticationUser), is also the inner credentials of the broker and the proxy and the admin tool's
+# (conf/tools.yml); the normal user may publish and subscribe to topics and groups named ROCKETMQ_ACL_PREFIX*.
+ROCKETMQ_ADMIN_ACCESS_KEY = "rocketmq-admin"
+ROCKETMQ_ADMIN_SECRET_KEY = "admin-secret-5f1c"
+ROCKETMQ_ACCESS_KEY = "eventferry"
+ROCKETMQ_SECRET_KEY = "eventferry-secret-8e2d"
+ROCKETMQ_ACL_PREFIX = "acl-"
+
+
 @dataclass
 class RocketMQ(Server):
     namesrv: str = ""
     endpoint: str = ""  # the proxy's gRPC endpoint, for rocketmq-python-client
     remoting: str = ""  # the proxy's remoting endpoint (offsets, for the autoscaler's backlog)
     libs: Path = Path()
+    acl: bool = False  # authentication and authorization (ACL 2.0) on the broker and the proxy
 
     @classmethod
-    def start(cls, workdir: Path) -> RocketMQ:
+    def start(cls, workdir: Path, acl: bool = False) -> RocketMQ:
         workdir.mkdir(parents=True, exist_ok=True)
         libs = provision.ROCKETMQ.ensure()
         java = provision.java()
-        server = cls(workdir=workdir, libs=libs)
+        server = cls(workdir=workdir, libs=libs, acl=acl)
         home = workdir / "home"
         (home / "conf").mkdir(parents=True, exist_ok=True)
         ns_port = free_port()
@@ -583,10 +594,23 @@ class RocketMQ(Server):
             defaultTopicQueueNums=4
             diskMaxUsedSpaceRatio=99
             """))
-        (workdir / "rmq-proxy.json").write_text(json.dumps({
+        proxy_conf: dict[str, Any] = {
             "rocketMQClusterName": "DefaultCluster", "proxyMode": "local", "nameSrvAddr": server.namesrv,
             "grpcServerPort": grpc_port, "remotingListenPort": remoting_port,
-        }))
+        }
+        if acl:
+            auth = _rocketmq_acl_config()
+            with (workdir / "broker.conf").open("a") as conf:
+                conf.writelines(f"{key}={str(value).lower() if isinstance(value, bool) else value}\n"
+                                for key, value in auth.items())
+            # In local mode the proxy authenticates gRPC clients itself, with the broker's users and ACLs.
+            auth.pop("initAuthenticationUser")
+            auth["authenticationMetadataProvider"] = "org.apache.rocketmq.proxy.auth.ProxyAuthenticationMetadataProvider"
+            auth["authorizationMetadataProvider"] = "org.apache.rocketmq.proxy.auth.ProxyAuthorizationMetadataProvider"
+            proxy_conf.update(auth)
+            (home / "conf" / "tools.yml").write_text(
+                f"accessKey: {ROCKETMQ_ADMIN_ACCESS_KEY}\nsecretKey: {ROCKETMQ_ADMIN_SECRET_KEY}\n")
+        (workdir / "rmq-proxy.json").write_text(json.dumps(proxy_conf))
         rmq_logs = workdir / "logs" / "rocketmqlogs"  # RocketMQ logs under ${user.home}/logs
         common = [java, *JVM_SMALL, f"-Drocketmq.home.dir={home}", f"-Duser.home={workdir}",
                   "-cp", f"{libs}/*"]
@@ -606,6 +630,8 @@ class RocketMQ(Server):
             server.processes.append(proxy)
             proxy.wait_until(lambda: wait_for_port(grpc_port, 0.5) and server._broker_registered(), 120,
                              "serving gRPC with the broker registered")
+            if acl:
+                server._create_acl_user()
         except BaseException:
             server.stop()
             raise
@@ -627,8 +653,46 @@ class RocketMQ(Server):
     def _broker_registered(self) -> bool:
         return "broker-a" in self.mqadmin("clusterList", timeout=20)
 
+    def _create_acl_user(self) -> None:
+        """The normal user ROCKETMQ_ACCESS_KEY, allowed to publish and subscribe to ROCKETMQ_ACL_PREFIX* topics and
+        groups (the admin tool signs as the super user, conf/tools.yml)."""
+        for args in (["createUser", "-u", ROCKETMQ_ACCESS_KEY, "-p", ROCKETMQ_SECRET_KEY, "-t", "Normal"],
+                     ["createAcl", "-s", f"User:{ROCKETMQ_ACCESS_KEY}", "-a", "Pub,Sub", "-d", "Allow",
+                      "-r", f"Topic:{ROCKETMQ_ACL_PREFIX}*,Group:{ROCKETMQ_ACL_PREFIX}*"]):
+            out = self.mqadmin(*args, "-c", "DefaultCluster")
+            if "success" not in out:  # the admin tool prints a failure and exits with 0
+                raise RuntimeError(f"mqadmin {args[0]} failed:\n{out}")
+
     def exports(self) -> dict[str, str]:
         return {"ROCKETMQ_ENDPOINTS": self.endpoint, "ROCKETMQ_NAMESRV": self.namesrv}
+
+
+@dataclass
+class RocketMQAcl(RocketMQ):
+    """RocketMQ with ACL 2.0: authentication and authorization on, clients must sign with a user's keys
+    (ROCKETMQ_ACCESS_KEY / ROCKETMQ_SECRET_KEY for ROCKETMQ_ACL_PREFIX* topics and groups)."""
+
+    @classmethod
+    def start(cls, workdir: Path, acl: bool = True) -> RocketMQ:
+        return super().start(workdir, acl=acl)
+
+
+def _rocketmq_acl_config() -> dict[str, Any]:
+    """ACL 2.0 settings of the broker (the proxy takes the same, with its own metadata providers)."""
+    auth = "org.apache.rocketmq.auth"
+    return {
+        "authenticationEnabled": True,
+        "authenticationProvider": f"{auth}.authentication.provider.DefaultAuthenticationProvider",
+        "authenticationMetadataProvider": f"{auth}.authentication.provider.LocalAuthenticationMetadataProvider",
+        "authorizationEnabled": True,
+        "authorizationProvider": f"{auth}.authorization.provider.DefaultAuthorizationProvider",
+        "authorizationMetadataProvider": f"{auth}.authorization.provider.LocalAuthorizationMetadataProvider",
+        "initAuthenticationUser": json.dumps({"username": ROCKETMQ_ADMIN_ACCESS_KEY,
+                                              "password": ROCKETMQ_ADMIN_SECRET_KEY}, separators=(",", ":")),
+        "innerClientAuthenticationCredentials": json.dumps({"accessKey": ROCKETMQ_ADMIN_ACCESS_KEY,
+                                                            "secretKey": ROCKETMQ_ADMIN_SECRET_KEY},
+                                                           separators=(",", ":")),
+    }
 
 
 def _http_ok(url: str) -> bool:
