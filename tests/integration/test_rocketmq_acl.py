@@ -1,7 +1,7 @@
 """RocketMQSource's access and secret keys against a RocketMQ with ACL 2.0 on (authentication and authorization,
 the test environment's RocketMQAcl): the adapter process, its keys read from Secret files, delivers every message
 to a real subscriber with the right keys; with a wrong secret key, or a topic the user may not read, it delivers
-nothing, stays not ready and says why."""
+nothing, is never ready, and stops saying why; the operator's backlog reads (autoscaling) sign with the same keys."""
 
 from __future__ import annotations
 
@@ -92,9 +92,12 @@ def start_adapter(rocketmq: RocketMQ, topic: str, sink: str, secrets: Path, port
     return start_eventferry(["adapter", "rocketmq"], log, env)
 
 
-async def readyz(port: int) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/readyz") as response:
-        return response.status, await response.text()
+async def readyz(port: int) -> tuple[int | None, str]:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/readyz") as response:
+            return response.status, await response.text()
+    except aiohttp.ClientConnectionError as error:  # not listening yet, or stopped
+        return None, str(error)
 
 
 async def test_the_right_keys_consume_every_message(rocketmq_acl: RocketMQ, tmp_path: Path,
@@ -117,12 +120,13 @@ async def test_the_right_keys_consume_every_message(rocketmq_acl: RocketMQ, tmp_
     assert {r.event.id for r in sink.received} == set(ids)
 
 
-@pytest.mark.parametrize(("case", "refusal"), [
-    ("wrong secret key", "check signature failed"),
-    ("topic not granted", f"User:{ROCKETMQ_ACCESS_KEY} has no permission to access Topic:private-"),
+@pytest.mark.parametrize(("case", "refusal", "advice"), [
+    ("wrong secret key", "check signature failed", "refused the credentials"),
+    ("topic not granted", f"User:{ROCKETMQ_ACCESS_KEY} has no permission to access Topic:private-",
+     "accepted the keys but does not let their user consume"),
 ])
 async def test_refused_keys_deliver_nothing_and_say_why(rocketmq_acl: RocketMQ, tmp_path: Path, case: str,
-                                                        refusal: str, subscribers: Subscribers) -> None:
+                                                        refusal: str, advice: str, subscribers: Subscribers) -> None:
     granted = case != "topic not granted"
     topic = new_topic(rocketmq_acl, granted=granted)
     if granted:  # something to deliver, were the keys accepted
@@ -134,16 +138,75 @@ async def test_refused_keys_deliver_nothing_and_say_why(rocketmq_acl: RocketMQ, 
     proc = start_adapter(rocketmq_acl, topic, sink.url, secrets, port, log)
     try:
         deadline = time.monotonic() + 60
-        while refusal not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        answers = []
+        while proc.poll() is None and time.monotonic() < deadline:
+            answers.append(await readyz(port))
             await asyncio.sleep(0.2)
-        await asyncio.sleep(3)  # time to deliver, were anything let through
-        status, body = await readyz(port) if proc.poll() is None else (None, "(exited)")
+        exit_code = proc.poll()
     finally:
         kill(proc, timeout=20)
     output = log.read_text()
     assert sink.received == [], f"delivered with refused keys ({case})\n{output[-3000:]}"
-    assert status != 200, f"ready with refused keys ({case}): {body}"
-    # The proxy's answer (UNAUTHORIZED, 40100), as the RocketMQ client logs it in the adapter's log.
-    assert refusal in output, output[-3000:]
-    assert "40100" in output, output[-3000:]
+    # Retrying cannot mend refused keys: the adapter stops (its pod restarts, in Kubernetes) and says why,
+    # in its own words, with the proxy's answer (UNAUTHORIZED, 40100) and what to change.
+    assert exit_code == 1, f"the adapter did not stop on refused keys ({case})\n{output[-3000:]}"
+    stopped = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert stopped, output[-3000:]
+    assert advice in stopped[-1] and refusal in stopped[-1] and "40100" in stopped[-1], stopped[-1]
+    if not granted:  # the grant to ask for names the topic
+        assert topic in stopped[-1], stopped[-1]
+    assert all(status != 200 for status, _ in answers), f"ready with refused keys ({case}): {answers}"
     assert secret_key not in output, "the secret key is in the adapter's log"
+
+
+async def test_the_autoscalers_backlog_reads_sign_with_the_sources_keys(rocketmq_acl: RocketMQ) -> None:
+    """The operator reads a group's backlog over RocketMQ's remoting protocol (no adapter needs to run): with ACL
+    on, its requests carry the source's keys, signed as RocketMQ's own clients sign them, or the broker refuses."""
+    from eventferry.apis.rocketmqsource import RocketMQSource
+    from eventferry.controller.autoscaler import backlog_reader
+    from eventferry.controller.rocketmq_backlog import BacklogReader, Credentials, RemotingError
+    from eventferry.kafka.connection import MappingSecrets
+
+    topic = new_topic(rocketmq_acl)
+    group = f"{ROCKETMQ_ACL_PREFIX}group-{topic}"
+    await asyncio.to_thread(produce, rocketmq_acl.endpoint, topic, [b"waiting"] * 30)
+    source = RocketMQSource.model_validate({
+        "apiVersion": "eventferry.dev/v1alpha1", "kind": "RocketMQSource",
+        "metadata": {"name": "comments", "namespace": "live"},
+        "spec": {"endpoints": rocketmq_acl.endpoint, "nameServers": rocketmq_acl.namesrv, "topic": topic,
+                 "consumerGroup": group, "sink": {"uri": "http://127.0.0.1:1/"},
+                 "accessKey": {"secretKeyRef": {"name": SECRET, "key": "accessKey"}},
+                 "secretKey": {"secretKeyRef": {"name": SECRET, "key": "secretKey"}}}})
+    secrets = MappingSecrets({(SECRET, "accessKey"): ROCKETMQ_ACCESS_KEY, (SECRET, "secretKey"): ROCKETMQ_SECRET_KEY})
+    reader, _ = backlog_reader(source, secrets)  # what the built-in autoscaler reads with
+    try:
+        # Offsets are RocketMQ's Get action (not Sub): the keys are accepted, the request is not allowed.
+        with pytest.raises(RemotingError, match=r"no permission.*grant the source's user Get"):
+            await reader.read()
+        await asyncio.to_thread(rocketmq_acl.mqadmin, "createAcl", "-s", f"User:{ROCKETMQ_ACCESS_KEY}", "-a", "Get",
+                                "-d", "Allow", "-r", f"Topic:{topic},Group:{group}", "-c", "DefaultCluster")
+        deadline = time.monotonic() + 30
+        while True:  # the grant reaches the broker's ACL cache within moments
+            try:
+                lag = await reader.read()
+                break
+            except RemotingError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await reader.close()
+    assert (lag.total, lag.partitions > 0) == (30, True), lag  # the group never consumed: all 30 wait
+
+    wrong_key = BacklogReader(rocketmq_acl.namesrv, topic, group,
+                              credentials=Credentials(ROCKETMQ_ACCESS_KEY, "not-the-secret"))
+    unsigned = BacklogReader(rocketmq_acl.namesrv, topic, group)
+    for refused, why in ((wrong_key, "wrong secret key"), (unsigned, "no keys")):
+        try:
+            with pytest.raises(RemotingError) as error:
+                await refused.read()
+        finally:
+            await refused.close()
+        print(f"{why}: {error.value}")
+        assert "spec.accessKey and spec.secretKey" in str(error.value), error.value
+        assert "not-the-secret" not in str(error.value)

@@ -230,6 +230,23 @@ def test_remoting_frames_round_trip_and_fastjson_numeric_keys_are_read() -> None
     assert route["brokerDatas"][0]["brokerAddrs"] == {"0": "10.0.0.1:10911", "1": "10.0.0.2:10911"}
 
 
+def test_signed_remoting_fields_cover_every_value_in_name_order_and_never_carry_the_secret() -> None:
+    """The signature (checked against a broker with ACL in tests/integration/test_rocketmq_acl.py) is over the
+    values sorted by field name, so the order the fields were written in does not change it."""
+    from eventferry.controller.rocketmq_backlog import Credentials, sign
+
+    keys = Credentials("reader", "s3cret")
+    one = sign({"topic": "t", "queueId": "3", "consumerGroup": "g"}, keys)
+    other = sign({"consumerGroup": "g", "queueId": "3", "topic": "t"}, keys)
+    assert one == other
+    assert set(one) == {"topic", "queueId", "consumerGroup", "AccessKey", "Signature"}
+    assert one["AccessKey"] == "reader"
+    assert sign({"topic": "t", "queueId": "4", "consumerGroup": "g"}, keys)["Signature"] != one["Signature"]
+    assert sign({"topic": "t", "queueId": "3", "consumerGroup": "g"}, Credentials("reader", "other"))[
+        "Signature"] != one["Signature"]
+    assert "s3cret" not in repr(keys) and "s3cret" not in str(one)
+
+
 def test_a_rocketmq_sources_scaled_object_reads_the_backlog_from_the_operator() -> None:
     from eventferry.controller.backlog_endpoint import backlog_path
     from eventferry.resources.scaling import rocketmq_scaled_object

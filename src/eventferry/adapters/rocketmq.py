@@ -105,6 +105,30 @@ def _fatal(error: BaseException) -> bool:
                       | BadRequestException)
 
 
+def route_refusal(consumer: Any, settings: RocketMQSettings) -> Exception | None:
+    """Asks the proxy for the topic's route with the consumer's credentials, and returns its refusal, if any.
+
+    rocketmq-python-client logs a refused route query and then reports only "failed to fetch topic:X
+    route." (a plain Exception), the same as when the proxy cannot be reached: retrying would go on for
+    ever, saying nothing useful. The proxy's answer (UNAUTHORIZED for a wrong key or a missing grant)
+    is in the status of the reply, which this query keeps. Blocking: call it in a thread."""
+    from rocketmq.grpc_protocol import QueryRouteRequest
+    from rocketmq.v5.util import MessagingResultChecker
+
+    configuration = consumer.client_configuration
+    request = QueryRouteRequest()
+    request.topic.name = settings.topic
+    request.topic.resource_namespace = configuration.namespace
+    request.endpoints.CopyFrom(configuration.rpc_endpoints.endpoints)
+    try:
+        future = consumer.rpc_client.query_topic_route_async(configuration.rpc_endpoints, request,
+                                                             metadata=consumer.sign(), timeout=REQUEST_TIMEOUT)
+        MessagingResultChecker.check(future.result(REQUEST_TIMEOUT + 1).status)
+    except Exception as error:  # the refusal, or why the question could not be asked
+        return error
+    return None
+
+
 class _Held:
     """A received message until it is acknowledged or handed back; the lock orders renewals and the settling."""
 
@@ -208,10 +232,17 @@ class RocketMQAdapter:
 
     def _explain(self, error: BaseException) -> str:
         text = f"{type(error).__name__}: {error}"
-        if "Unauthorized" in text or "Forbidden" in text:
-            return (f"RocketMQ refused the credentials at {self.settings.endpoints} ({text}); check the Secret keys "
-                    "that spec.accessKey and spec.secretKey refer to")
-        return f"{text} (endpoints {self.settings.endpoints}, topic {self.settings.topic})"
+        if "Unauthorized" not in text and "Forbidden" not in text:
+            return f"{text} (endpoints {self.settings.endpoints}, topic {self.settings.topic})"
+        # RocketMQ ACL 2.0 answers UNAUTHORIZED (40100) both to keys it cannot verify and to a user
+        # without a grant; only the message tells them apart.
+        if "permission" in text.lower():
+            return (f"RocketMQ at {self.settings.endpoints} accepted the keys but does not let their user consume "
+                    f"topic {self.settings.topic!r} as group {self.settings.consumer_group!r} ({text}); grant the "
+                    "user Sub on both (RocketMQ ACL: mqadmin createAcl), or refer spec.accessKey and spec.secretKey "
+                    "to keys of a user that has it")
+        return (f"RocketMQ at {self.settings.endpoints} refused the credentials ({text}); check the Secret keys that "
+                "spec.accessKey and spec.secretKey refer to")
 
     # --- receiving ----------------------------------------------------------------------------------------
 
@@ -244,7 +275,11 @@ class RocketMQAdapter:
                 raise
             except Exception as error:
                 await self._release(slots)
+                if not _fatal(error) and "route" in str(error):
+                    refusal = await self._call(route_refusal, self.consumer, self.settings)
+                    error = refusal or error
                 if _fatal(error):
+                    self.health.set_not_ready(self._explain(error))
                     raise AdapterError(self._explain(error)) from None
                 wait = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
                 failures += 1

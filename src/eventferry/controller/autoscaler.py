@@ -22,7 +22,7 @@ from eventferry.apis.autoscaling import SourceScaling
 from eventferry.apis.kafkasource import KafkaSource
 from eventferry.controller.kube import resource_path
 from eventferry.controller.lag import LagReader
-from eventferry.controller.rocketmq_backlog import BacklogReader
+from eventferry.controller.rocketmq_backlog import BacklogReader, credentials_of
 from eventferry.kafka.connection import SecretLookup, client_options, security
 from eventferry.resources.adapter import Source, deployment_name
 from eventferry.resources.scaling import Lag, Recommendations, decide
@@ -58,8 +58,9 @@ def backlog_reader(source: Source, secrets: SecretLookup) -> tuple[Backlog, tupl
     if spec.name_servers is None:
         raise ValueError("spec.nameServers is not set: the backlog of a RocketMQ consumer group is read from "
                          "its name servers")
-    identity = (spec.name_servers, spec.topic, spec.consumer_group, spec.namespace)
-    return BacklogReader(spec.name_servers, spec.topic, spec.consumer_group, spec.namespace), identity
+    credentials = credentials_of(spec, secrets)
+    identity = (spec.name_servers, spec.topic, spec.consumer_group, spec.namespace, credentials)
+    return BacklogReader(spec.name_servers, spec.topic, spec.consumer_group, spec.namespace, credentials), identity
 
 
 def group_of(source: Source) -> str:

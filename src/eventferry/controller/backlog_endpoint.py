@@ -28,7 +28,9 @@ from eventferry.apis.meta import API_VERSION, PLURALS, object_key
 from eventferry.apis.rocketmqsource import RocketMQSource
 from eventferry.contract.activation import BACKLOG_CONFIGMAP, TriggerBacklog, backlogs
 from eventferry.controller.kube import ApiError, resource_path
-from eventferry.controller.rocketmq_backlog import BacklogReader, RemotingError
+from eventferry.controller.rocketmq_backlog import BacklogReader, RemotingError, credentials_of
+from eventferry.controller.secret_refs import read_secret_refs
+from eventferry.resources.adapter import secret_refs
 from eventferry.resources.names import SYSTEM_NAMESPACE
 from eventferry.resources.scaling import Lag
 from eventferry.resources.subscriber_scaling import replicas_metric
@@ -98,8 +100,11 @@ class BacklogEndpoint:
             return web.json_response({"error": f"invalid RocketMQSource: {error.errors()[0]['msg']}"}, status=409)
         if source.spec.name_servers is None:
             return web.json_response({"error": "spec.nameServers is not set"}, status=409)
+        problem, secrets = await read_secret_refs(self.api, namespace, secret_refs(source))
+        if problem is not None:
+            return web.json_response({"error": f"reading the source's keys: {problem.message}"}, status=409)
         reader = BacklogReader(source.spec.name_servers, source.spec.topic, source.spec.consumer_group,
-                               source.spec.namespace)
+                               source.spec.namespace, credentials_of(source.spec, secrets))
         try:
             lag = await reader.read()
         except (RemotingError, OSError, TimeoutError, ValueError) as error:

@@ -13,19 +13,29 @@ acknowledged counts as consumed: it is in flight, not waiting.
 A frame is ``length (4) | 0 (JSON) and header length (4) | header JSON | body``, big-endian; a response
 echoes the request's ``opaque``. The route body is fastjson, whose maps with numeric keys carry
 unquoted keys (``{0:"host:port"}``): they are quoted before parsing.
+
+With the source's access and secret keys, requests are signed as RocketMQ's ACL clients sign them
+(``AclClientRPCHook``), which a broker with ACL (1.0 or 2.0) requires: the header fields gain
+``AccessKey``, and ``Signature`` = base64(HMAC-SHA1(secret key, the fields' values in the order of
+their names, then the body)).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import itertools
 import json
 import re
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
-from eventferry.apis.rocketmqsource import split_endpoints
+from eventferry.apis.rocketmqsource import RocketMQSourceSpec, split_endpoints
+from eventferry.kafka.connection import SecretLookup, secret_value
 from eventferry.resources.scaling import Lag
 
 GET_ROUTEINFO_BY_TOPIC = 105
@@ -42,6 +52,29 @@ _NUMERIC_KEY = re.compile(r'([{,])\s*(-?\d+)\s*:')
 
 class RemotingError(RuntimeError):
     """A remoting request failed; the message says which and what the server answered."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str
+    secret_key: str = field(repr=False)
+
+
+def credentials_of(spec: RocketMQSourceSpec, secrets: SecretLookup) -> Credentials | None:
+    """The source's keys (``spec.accessKey``, ``spec.secretKey``), or None when it has none."""
+    access_key = secret_value(secrets, spec.access_key, "spec.accessKey")
+    secret_key = secret_value(secrets, spec.secret_key, "spec.secretKey")
+    if not access_key or secret_key is None:
+        return None
+    return Credentials(access_key.strip(), secret_key.strip())
+
+
+def sign(fields: dict[str, str], credentials: Credentials, body: bytes = b"") -> dict[str, str]:
+    """The header fields of a request signed with ``credentials`` (RocketMQ's AclClientRPCHook)."""
+    signed = {**fields, "AccessKey": credentials.access_key}
+    content = "".join(signed[name] for name in sorted(signed)).encode("utf-8") + body
+    digest = hmac.new(credentials.secret_key.encode("utf-8"), content, hashlib.sha1).digest()
+    return {**signed, "Signature": base64.b64encode(digest).decode("ascii")}
 
 
 def encode(code: int, opaque: int, fields: dict[str, str], body: bytes = b"") -> bytes:
@@ -69,8 +102,9 @@ def parse_route(body: bytes) -> dict[str, Any]:
 class Connection:
     """One TCP connection to a remoting server; requests one at a time (the reader is simple)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: Credentials | None = None) -> None:
         self.address = address
+        self.credentials = credentials
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._opaque = itertools.count(1)
         self._lock = asyncio.Lock()
@@ -83,6 +117,8 @@ class Connection:
             reader, writer = self._streams
             opaque = next(self._opaque)
             try:
+                if self.credentials is not None:
+                    fields = sign(fields, self.credentials)
                 writer.write(encode(code, opaque, fields))
                 await writer.drain()
                 while True:
@@ -105,8 +141,10 @@ class Connection:
 class BacklogReader:
     """Reads a group's backlog on a topic through the first of ``endpoints`` that answers."""
 
-    def __init__(self, endpoints: str, topic: str, group: str, namespace: str | None = None) -> None:
+    def __init__(self, endpoints: str, topic: str, group: str, namespace: str | None = None,
+                 credentials: Credentials | None = None) -> None:
         self.endpoints = split_endpoints(endpoints)
+        self.credentials = credentials
         # A RocketMQ namespace prefixes the resource names on the wire (``ns%topic``), as the clients do.
         self.topic = f"{namespace}%{topic}" if namespace else topic
         self.group = f"{namespace}%{group}" if namespace else group
@@ -114,7 +152,7 @@ class BacklogReader:
 
     def _connection(self, address: str) -> Connection:
         if address not in self._connections:
-            self._connections[address] = Connection(address)
+            self._connections[address] = Connection(address, self.credentials)
         return self._connections[address]
 
     async def read(self) -> Lag:
@@ -167,5 +205,12 @@ def _master(broker: dict[str, Any]) -> str | None:
 
 
 def _check(header: dict[str, Any], what: str) -> None:
-    if header.get("code") != SUCCESS:
-        raise RemotingError(f"{what}: code {header.get('code')}: {header.get('remark') or 'no remark'}")
+    if header.get("code") == SUCCESS:
+        return
+    remark = str(header.get("remark") or "no remark")
+    advice = ""
+    if "no permission" in remark:
+        advice = " (reading offsets is RocketMQ's Get action: grant the source's user Get on the topic and the group)"
+    elif "signature" in remark or "username cannot be null" in remark or "not found" in remark.lower():
+        advice = " (the broker checks keys: see spec.accessKey and spec.secretKey)"
+    raise RemotingError(f"{what}: code {header.get('code')}: {remark}{advice}")

@@ -9,7 +9,6 @@ status from the Deployment's own status.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from eventferry.controller.autoscaler import BuiltinAutoscaler
 from eventferry.controller.backlog_endpoint import backlog_path
 from eventferry.controller.contracts import resolve
 from eventferry.controller.kube import ApiError, resource_path
+from eventferry.controller.secret_refs import read_secret_refs
 from eventferry.controller.status_writer import StatusWriter
 from eventferry.controller.views import slim
 from eventferry.kafka.connection import MappingSecrets, SecretLookup, security
@@ -237,29 +237,10 @@ class SourceReconciler:
 
     async def _read_secrets(self, namespace: str,
                             refs: list[SecretKeySelector]) -> tuple[StatusProblem | None, MappingSecrets]:
-        """Whether every Secret key the spec needs exists, and their values, held in memory only (the
-        built-in autoscaler connects to Kafka with them; nothing of them is written anywhere)."""
-        found: dict[str, dict[str, Any] | None] = {}
-        missing: list[str] = []
-        values: dict[tuple[str, str], str] = {}
-        for ref in refs:
-            if ref.name not in found:
-                found[ref.name] = await self.ctx.api.get(resource_path("v1", "secrets", namespace, ref.name))
-            secret = found[ref.name]
-            data = (secret or {}).get("data") or {}
-            if ref.key in data:
-                values[(ref.name, ref.key)] = base64.b64decode(data[ref.key]).decode("utf-8", "replace")
-            elif ref.optional:
-                continue
-            elif secret is None:
-                missing.append(f"Secret {namespace}/{ref.name} does not exist")
-            else:
-                missing.append(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
-        found.clear()
-        if not missing:
-            return None, MappingSecrets(values)
-        return StatusProblem("SecretNotFound", "; ".join(dict.fromkeys(missing)) +
-                             ": the adapter is deployed once it is there"), MappingSecrets()
+        problem, secrets = await read_secret_refs(self.ctx.api, namespace, refs)
+        if problem is not None:
+            problem = StatusProblem(problem.reason, f"{problem.message}: the adapter is deployed once it is there")
+        return problem, secrets
 
     async def _write_status(self, body: dict[str, Any], facts: SourceFacts) -> None:
         metadata = body["metadata"]
