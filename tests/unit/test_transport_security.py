@@ -75,7 +75,8 @@ def test_trust_is_per_destination_and_the_system_s_elsewhere() -> None:
     assert context.check_hostname
     assert any(c.get("subject") == ((("commonName", "subscriber-ca"),),) for c in context.get_ca_certs())
     assert trust.context_for("https://sub.example/a") is context  # made once per bundle
-    assert trust.context_for("https://other.example/") is True
+    system = trust.context_for("https://other.example/")
+    assert system is not context and system is trust.context_for("https://third.example/")  # the system's CAs
     trust.set({"https://bad.example/": "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"})
     with pytest.raises(ssl.SSLError, match="not valid PEM"):
         trust.context_for("https://bad.example/")

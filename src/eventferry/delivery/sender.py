@@ -1,15 +1,13 @@
-"""One HTTP attempt: a CloudEvent POSTed to a URL, over a pooled keep-alive client."""
+"""One HTTP attempt: a CloudEvent POSTed to a URL, over a pooled keep-alive client (net/httpclient.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from eventferry.events import CloudEvent
 from eventferry.events.http import to_batch, to_binary, to_structured
-from eventferry.net.httpbody import read_prefix
+from eventferry.net.httpclient import HttpClient
 from eventferry.net.tls import Trust
 
 # Bytes of a response body kept for replies and for ``knativeerrordata``.
@@ -47,18 +45,16 @@ class Sender:
         self.authorization = authorization
         self.trust = Trust()
         """Which CA certificates verify an https destination: the system's, plus its own (``Trust.set``)."""
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._total, limit_per_host=self._per_host,
-                                             keepalive_timeout=30, enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        if self._client is None:
+            self._client = HttpClient(per_host=self._per_host, total=self._total, keepalive=30)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def send(self, url: str, event: CloudEvent, *, timeout: float, structured: bool = False,
                    headers: dict[str, str] | None = None) -> Attempt:
@@ -78,9 +74,9 @@ class Sender:
 
     async def _post(self, url: str, body: bytes, wire_headers: dict[str, str], headers: dict[str, str] | None,
                     timeout: float) -> Attempt:
-        if self._session is None:
+        if self._client is None:
             await self.start()
-        assert self._session is not None
+        assert self._client is not None
         try:
             if headers:
                 wire_headers.update(headers)
@@ -88,18 +84,15 @@ class Sender:
                 credentials = await self.authorization(url)
                 if credentials:
                     wire_headers["Authorization"] = credentials
-            # An event without datacontenttype goes without Content-Type: the one aiohttp would add
-            # (application/octet-stream) would reach the receiver as the event's datacontenttype.
-            skip = () if any(key.lower() == "content-type" for key in wire_headers) else ("Content-Type",)
-            async with self._session.post(url, data=body, headers=wire_headers, skip_auto_headers=skip,
-                                          ssl=self.trust.context_for(url),
-                                          timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                content, truncated = await read_prefix(response.content, MAX_RESPONSE_BYTES)
-                return Attempt(response.status, content, {k.lower(): v for k, v in response.headers.items()},
-                               truncated=truncated)
+            # An event without datacontenttype goes without Content-Type (the client adds none): one made up
+            # here would reach the receiver as the event's datacontenttype.
+            context = self.trust.context_for(url) if url.startswith("https:") else None
+            answer = await self._client.post(url, body, wire_headers, timeout=timeout, ssl_context=context,
+                                             max_body=MAX_RESPONSE_BYTES)
+            return Attempt(answer.status, answer.body, answer.headers, truncated=answer.truncated)
         except TimeoutError:
             return Attempt(None, error=f"timed out after {timeout:g}s")
-        except (aiohttp.ClientError, OSError) as error:
+        except OSError as error:
             return Attempt(None, error=f"{type(error).__name__}: {error}")
         except Exception as error:  # any fault of one attempt is a failed attempt, retried by policy
             return Attempt(None, error=f"the request could not be made: {type(error).__name__}: {error}")

@@ -71,16 +71,19 @@ class Trust:
     def __init__(self) -> None:
         self._by_url: dict[str, str] = {}
         self._contexts: OrderedDict[str, ssl.SSLContext] = OrderedDict()
+        self._system: ssl.SSLContext | None = None
 
     def set(self, ca_certs_by_url: dict[str, str]) -> None:
         """The destinations that bring their own CA certificates (PEM), by URL; all others use the system's."""
         self._by_url = dict(ca_certs_by_url)
 
-    def context_for(self, url: str) -> ssl.SSLContext | bool:
-        """What aiohttp's ``ssl`` takes: a context with the destination's CAs, or True (the system's)."""
+    def context_for(self, url: str) -> ssl.SSLContext:
+        """The context that verifies the destination: with its own CAs besides the system's, or the system's."""
         pem = self._by_url.get(url)
         if pem is None:
-            return True
+            if self._system is None:
+                self._system = ssl.create_default_context()
+            return self._system
         context = self._contexts.get(pem)
         if context is None:
             context = ssl.create_default_context()
