@@ -32,6 +32,7 @@ from eventferry.controller.views import (
     slim,
     trigger_fingerprint,
 )
+from eventferry.net.kubeconfig import cluster_access
 from eventferry.resources.conditions import is_ready
 from eventferry.resources.names import (
     DATAPLANE_STATUS_CONFIGMAP,
@@ -109,9 +110,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: An
     ctx.spawn(_retry_sources(ctx), name="source retries")
 
 
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # The same loaders as the operator's own client (kubernetes package): in-cluster, else KUBECONFIG.
-    return kopf.login_via_client(**kwargs)
+def login(**_: Any) -> kopf.ConnectionInfo | None:
+    # The same loader as the operator's own client (net/kubeconfig.py): in a pod, else KUBECONFIG. kopf
+    # calls it again when the API server answers 401, so a rotated token or an expired plugin's is renewed.
+    access = cluster_access()
+    cert_pem, key_pem = access.client_certificate()
+    return kopf.ConnectionInfo(
+        server=access.server, ca_path=access.ca_file, ca_data=access.ca_pem, insecure=access.insecure or None,
+        token=access.bearer_token(), username=access.username, password=access.password,
+        certificate_path=None if cert_pem else access.cert_file, certificate_data=cert_pem,
+        private_key_path=None if key_pem else access.key_file, private_key_data=key_pem,
+        default_namespace=access.namespace)
 
 
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:

@@ -61,11 +61,9 @@ async def local_broker(paths: Sequence[Path], host: str, port: int, services: di
 @contextlib.asynccontextmanager
 async def _api_server_verifier() -> AsyncIterator[TokenVerifier]:
     """A verifier with the service-account keys of the API server that KUBECONFIG names, kept fresh."""
-    from kubernetes.config import ConfigException
-
     try:
         client = ConfigMapClient(ApiConnection.from_environment())
-    except (ConfigException, OSError) as error:
+    except OSError as error:  # KubeConfigError among them
         raise CannotVerifyTokens(f"--authentication required needs an API server whose ServiceAccount tokens to "
                                  f"accept: set KUBECONFIG ({error})") from None
     verifier = TokenVerifier(api_server_keys(client.request))
