@@ -39,9 +39,14 @@ def ttl_of(event: CloudEvent) -> int | None:
         return None
 
 
-def stamp_arrival(event: CloudEvent, ttl: int | None = None) -> None:
-    """What the ingress adds to every event: arrival time, and a TTL unless the event has one."""
-    event.attributes[ARRIVAL_ATTRIBUTE] = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def arrival_time() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def stamp_arrival(event: CloudEvent, ttl: int | None = None, arrived: str | None = None) -> None:
+    """What the ingress adds to every event: arrival time (``arrived``: the request's, for every event of a
+    batch), and ``ttl``, else the default unless the event has one."""
+    event.attributes[ARRIVAL_ATTRIBUTE] = arrived or arrival_time()
     if ttl is not None:
         event.attributes[TTL_ATTRIBUTE] = ttl
     elif ttl_of(event) is None:
