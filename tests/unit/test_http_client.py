@@ -208,3 +208,36 @@ async def test_requests_beyond_the_per_destination_bound_wait_for_a_slot(client:
         await runner.cleanup()
     assert [a.status for a in answers] == [200] * 20
     assert peak == 4  # per_host
+
+
+async def test_idle_connections_past_keepalive_are_closed_and_their_destination_forgotten() -> None:
+    closed: list[str] = []
+
+    def server_for(name: str) -> Handler:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                try:
+                    await read_request(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    closed.append(name)  # the client closed it (this server never closes a kept connection)
+                    return
+                writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        return handle
+
+    client = HttpClient(per_host=4, total=8, keepalive=0.2)
+    old, old_port = await raw_server(server_for("old"))
+    new, new_port = await raw_server(server_for("new"))
+    try:
+        async with old, new:
+            assert (await client.post(f"http://127.0.0.1:{old_port}/", b"x", {}, timeout=5)).status == 202
+            await asyncio.sleep(0.3)  # past keepalive, with nothing sent to the old destination since
+            assert (await client.post(f"http://127.0.0.1:{new_port}/", b"x", {}, timeout=5)).status == 202
+            for _ in range(50):
+                if closed:
+                    break
+                await asyncio.sleep(0.01)
+            assert closed == ["old"]
+            assert [key[2] for key in client._per_destination] == [new_port]  # nothing kept of the old one
+    finally:
+        await client.close()

@@ -9,8 +9,9 @@ quarter of that CPU (``python -m benchmarks --only broker`` measures the broker 
 What it does, and no more:
 - ``http`` and ``https`` (the caller's SSL context, the URL's host as SNI and for verification);
 - keep-alive connections per (scheme, host, port, SSL context), idle ones closed after ``keepalive``
-  seconds, at most ``per_host`` requests at once per destination and ``total`` in all (callers beyond
-  wait for a free slot: back-pressure, not an unbounded queue of connections);
+  seconds (checked as requests come: a destination no longer used leaves no socket or state behind);
+  at most ``per_host`` requests at once per destination and ``total`` in all (callers beyond wait for a
+  free slot: back-pressure, not an unbounded queue of connections);
 - answers framed by ``Content-Length``, ``Transfer-Encoding: chunked``, or the end of the connection;
   1xx interim answers skipped; ``Connection: close`` and HTTP/1.0 honoured;
 - a body over ``max_body`` is cut (``truncated``) and its connection closed rather than drained;
@@ -271,13 +272,19 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+# A destination: scheme, host, port, and the SSL context that verifies it (None for http).
+_Key = tuple[str, str, int, ssl.SSLContext | None]
+
+
 class HttpClient:
     def __init__(self, per_host: int = 100, total: int = 1000, keepalive: float = 30.0) -> None:
         self.per_host = per_host
         self.keepalive = keepalive
         self._total = asyncio.Semaphore(total)
-        self._per_destination: dict[tuple[str, str, int, int], asyncio.Semaphore] = {}
-        self._idle: dict[tuple[str, str, int, int], collections.deque[_Connection]] = {}
+        self._per_destination: dict[_Key, asyncio.Semaphore] = {}
+        self._busy: collections.Counter[_Key] = collections.Counter()  # requests under way, per destination
+        self._idle: dict[_Key, collections.deque[_Connection]] = {}
+        self._swept = time.monotonic()
         self._closed = False
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout: float,
@@ -295,10 +302,19 @@ class HttpClient:
             raise ValueError("a header name or value holds a line break")
         request = b"".join((target.head, block.encode("utf-8"), b"Content-Length: ", str(len(body)).encode(),
                             b"\r\n\r\n", body))
-        key = (target.scheme, target.host, target.port, id(context))
+        self._sweep()
+        key = (target.scheme, target.host, target.port, context)
         slots = self._per_destination.get(key)
         if slots is None:
             slots = self._per_destination[key] = asyncio.Semaphore(self.per_host)
+        self._busy[key] += 1
+        try:
+            return await self._exchange(key, target, context, slots, request, timeout, max_body)
+        finally:
+            self._busy[key] -= 1
+
+    async def _exchange(self, key: _Key, target: _Target, context: ssl.SSLContext | None, slots: asyncio.Semaphore,
+                        request: bytes, timeout: float, max_body: int) -> Answer:
         async with asyncio.timeout(timeout), self._total, slots:
             for _ in range(2):
                 connection, reused = await self._connection(key, target, context)
@@ -316,7 +332,7 @@ class HttpClient:
                 return answer
         raise HttpError("unreachable")  # pragma: no cover: the loop returns or raises
 
-    async def _connection(self, key: tuple[str, str, int, int], target: _Target,
+    async def _connection(self, key: _Key, target: _Target,
                           context: ssl.SSLContext | None) -> tuple[_Connection, bool]:
         idle = self._idle.get(key)
         now = time.monotonic()
@@ -331,7 +347,7 @@ class HttpClient:
             server_hostname=target.host if context is not None else None)
         return connection, False
 
-    def _release(self, key: tuple[str, str, int, int], connection: _Connection) -> None:
+    def _release(self, key: _Key, connection: _Connection) -> None:
         if not connection.reusable or not connection.usable() or self._closed:
             connection.close()
             return
@@ -343,6 +359,22 @@ class HttpClient:
         idle.append(connection)
         if len(idle) > self.per_host:
             idle.popleft().close()
+
+    def _sweep(self) -> None:
+        """Closes the idle connections past ``keepalive``, and forgets destinations with nothing under way or kept;
+        at most twice per ``keepalive``."""
+        now = time.monotonic()
+        if now - self._swept < self.keepalive / 2:
+            return
+        self._swept = now
+        for key in list(self._per_destination):
+            idle = self._idle.get(key)
+            while idle and (not idle[0].usable() or now - idle[0].idle_since >= self.keepalive):
+                idle.popleft().close()  # the oldest first: the deque is in the order they were released
+            if not idle and self._busy[key] <= 0:
+                self._idle.pop(key, None)
+                self._busy.pop(key, None)
+                del self._per_destination[key]
 
     async def close(self) -> None:
         self._closed = True
