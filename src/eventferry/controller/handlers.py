@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from eventferry.apis.broker import KAFKA, Broker
-from eventferry.apis.meta import GROUP, PLURALS, VERSION
+from eventferry.apis.meta import DEFAULT_NAMESPACE, GROUP, PLURALS, VERSION
 from eventferry.contract.activation import BACKLOG_CONFIGMAP
 from eventferry.controller import topics
 from eventferry.controller.config import OperatorConfig
@@ -175,7 +175,7 @@ async def trigger_event(memo: kopf.Memo, type: str, body: kopf.Body, namespace: 
                         **_: Any) -> None:
     ctx = _ctx(memo)
     ctx.contracts.observe("Trigger", (namespace, name), None if type == "DELETED" else trigger_fingerprint(body))
-    ctx.subscribers.poke()
+    ctx.subscribers.observe_trigger((namespace or DEFAULT_NAMESPACE, name), None if type == "DELETED" else body)
     if type == "DELETED":
         ctx.events.recovered(body)
 

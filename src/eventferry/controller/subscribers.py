@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from eventferry.apis.autoscaling import KEDA, PREFIX
-from eventferry.apis.meta import DEFAULT_NAMESPACE
 from eventferry.apis.trigger import Trigger
 from eventferry.contract.activation import (
     ENDPOINTS_CONFIGMAP,
@@ -99,11 +98,27 @@ class SubscriberScaler:
         self._reports: dict[Key, SubscriberScaleReport] = {}
         self._reported_at: dict[Key, float] = {}
         self._written: dict[str, SubscriberEndpoints] | None = None
+        self._autoscaling: set[Key] = set()
+        """Triggers with an autoscaling annotation (``observe_trigger``): all a pass looks at."""
         self._scaled_objects: set[WorkloadKey] = set()
         """Workloads whose ScaledObject this operator applied (class keda)."""
 
     def poke(self) -> None:
         self._wake.set()
+
+    def observe_trigger(self, key: Key, body: Mapping[str, Any] | None) -> None:
+        """A Trigger changed (None: it is gone). Only Triggers with an autoscaling annotation are read by a pass,
+        and only their changes wake the loop: with thousands of Triggers, each created or status-patched one
+        woke a pass over all of them (half the operator's time while 5,000 were created)."""
+        annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
+        wanted = body is not None and not deleting(body) and any(k.startswith(PREFIX) for k in annotations)
+        if wanted:
+            self._autoscaling.add(key)
+        elif key in self._autoscaling:
+            self._autoscaling.discard(key)
+        else:
+            return
+        self.poke()
 
     def on_backlog(self, data: Mapping[str, str]) -> None:
         self.backlog_data = dict(data)
@@ -159,16 +174,15 @@ class SubscriberScaler:
 
     def _autoscaled(self) -> list[tuple[Key, dict[str, Any], Trigger]]:
         found = []
-        for body in self.ctx.views.triggers():
-            annotations = (body.get("metadata") or {}).get("annotations") or {}
-            if deleting(body) or not any(k.startswith(PREFIX) for k in annotations):
+        for key in sorted(self._autoscaling):
+            body = self.ctx.views.trigger(*key)
+            if body is None or deleting(body):
                 continue
             try:
                 trigger = Trigger.model_validate({k: v for k, v in body.items() if k != "status"})
             except ValidationError:
                 continue  # the contract reconciler reports it as InvalidSpec
             if trigger.scaling.enabled:
-                key = (body["metadata"].get("namespace") or DEFAULT_NAMESPACE, body["metadata"]["name"])
                 found.append((key, body, trigger))
         return found
 

@@ -98,6 +98,10 @@ class Views:
     def triggers(self) -> list[dict[str, Any]]:
         return list(self._all("trigger_index"))
 
+    def trigger(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._one("trigger_index", (namespace, name))
+        return found
+
     def eventpolicies(self) -> list[dict[str, Any]]:
         return list(self._all("eventpolicy_index"))
 
