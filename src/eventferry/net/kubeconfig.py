@@ -138,7 +138,8 @@ def cluster_access() -> ClusterAccess:
     return kubeconfig_access()
 
 
-def in_cluster_access(directory: Path = SERVICE_ACCOUNT_DIR) -> ClusterAccess | None:
+def in_cluster_access(directory: Path | None = None) -> ClusterAccess | None:
+    directory = directory or SERVICE_ACCOUNT_DIR
     host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
     token_file = directory / "token"
     if not host or not token_file.exists():
