@@ -211,6 +211,7 @@ def _check(header: dict[str, Any], what: str) -> None:
     advice = ""
     if "no permission" in remark:
         advice = " (reading offsets is RocketMQ's Get action: grant the source's user Get on the topic and the group)"
-    elif "signature" in remark or "username cannot be null" in remark or "not found" in remark.lower():
+    elif "signature" in remark or "username cannot be null" in remark or (
+            "user" in remark.lower() and "not found" in remark.lower()):
         advice = " (the broker checks keys: see spec.accessKey and spec.secretKey)"
     raise RemotingError(f"{what}: code {header.get('code')}: {remark}{advice}")

@@ -43,11 +43,9 @@ def arrival_time() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def stamp_arrival(event: CloudEvent, ttl: int | None = None, arrived: str | None = None) -> None:
-    """What the ingress adds to every event: arrival time (``arrived``: the request's, for every event of a
-    batch), and ``ttl``, else the default unless the event has one."""
+def stamp_arrival(event: CloudEvent, ttl: int | None, arrived: str | None = None) -> None:
+    """What the broker adds to an event it takes in: the arrival time (``arrived``: the request's, the same for
+    every event of a batch) and ``ttl`` (None keeps the TTL the event came with)."""
     event.attributes[ARRIVAL_ATTRIBUTE] = arrived or arrival_time()
     if ttl is not None:
         event.attributes[TTL_ATTRIBUTE] = ttl
-    elif ttl_of(event) is None:
-        event.attributes[TTL_ATTRIBUTE] = DEFAULT_TTL

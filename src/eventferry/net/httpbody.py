@@ -1,4 +1,4 @@
-"""Reading a whole HTTP body up to a limit, from an aiohttp stream (a request's or a response's).
+"""Reading a whole HTTP body up to a limit, from an aiohttp stream (a request's: the ingress).
 
 ``StreamReader.read(n)`` returns what happens to be buffered, not n bytes: a body larger than one
 network read would be cut short. Every body the project reads goes through ``read_body``.
@@ -30,16 +30,3 @@ async def read_body(stream: StreamReader, limit: int) -> bytes:
         if size > limit:
             raise BodyTooLarge(limit, size)
         chunks.append(chunk)
-
-
-async def read_prefix(stream: StreamReader, limit: int) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes of the body, and whether it held more (the rest is left unread)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= limit:
-        chunk = await stream.readany()
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)[:limit], True

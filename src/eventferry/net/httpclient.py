@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
+from eventferry.net.tls import system_context
+
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers of an answer
 _PATH_SAFE = "".join(chr(code) for code in range(0x21, 0x7F))  # printable ASCII stays; spaces and the rest: %XX
 USER_AGENT = "eventferry"
@@ -296,7 +298,7 @@ class HttpClient:
         target = _target(url)
         context = ssl_context if target.scheme == "https" else None
         if target.scheme == "https" and context is None:
-            context = _system_context()
+            context = system_context()
         block = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
         if block.count("\n") != len(headers) or block.count("\r") != len(headers):
             raise ValueError("a header name or value holds a line break")
@@ -384,7 +386,3 @@ class HttpClient:
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports' close callbacks run
 
-
-@functools.cache
-def _system_context() -> ssl.SSLContext:
-    return ssl.create_default_context()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -65,13 +66,18 @@ class ServerCertificate:
             self.reload()
 
 
+@functools.cache
+def system_context() -> ssl.SSLContext:
+    """Verifies a server with the system's CA certificates: made once, shared by every https destination."""
+    return ssl.create_default_context()
+
+
 class Trust:
     """The SSL context to verify a destination with: the system's CAs, plus its own CA certificates."""
 
     def __init__(self) -> None:
         self._by_url: dict[str, str] = {}
         self._contexts: OrderedDict[str, ssl.SSLContext] = OrderedDict()
-        self._system: ssl.SSLContext | None = None
 
     def set(self, ca_certs_by_url: dict[str, str]) -> None:
         """The destinations that bring their own CA certificates (PEM), by URL; all others use the system's."""
@@ -81,9 +87,7 @@ class Trust:
         """The context that verifies the destination: with its own CAs besides the system's, or the system's."""
         pem = self._by_url.get(url)
         if pem is None:
-            if self._system is None:
-                self._system = ssl.create_default_context()
-            return self._system
+            return system_context()
         context = self._contexts.get(pem)
         if context is None:
             context = ssl.create_default_context()
