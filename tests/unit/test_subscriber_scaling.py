@@ -232,3 +232,37 @@ def test_the_scaled_object_reads_the_sum_of_its_triggers_backlogs_from_the_opera
     assert (metadata["valueLocation"], metadata["targetValue"]) == ("replicas", "1")
     backlog = {"live/asr": TriggerBacklog(waiting=3), "live/vision": TriggerBacklog(waiting=4, in_flight=2)}
     assert replicas_metric(backlog, [("live/asr", 2), ("live/vision", 4)]) == (3.0, 9)  # 3/2 + 6/4
+
+
+async def test_only_autoscaled_triggers_wake_the_scaling_loop_and_are_read_by_a_pass() -> None:
+    """With thousands of Triggers, each one created (or its status patched) woke a pass over all of them: the
+    loop is woken by, and reads, only the Triggers that carry an autoscaling annotation."""
+    from types import SimpleNamespace
+
+    from eventferry.controller.subscribers import SubscriberScaler
+
+    def body(name: str, annotations: dict[str, str] | None = None) -> dict[str, object]:
+        return {"apiVersion": "eventferry.dev/v1alpha1", "kind": "Trigger",
+                "metadata": {"name": name, "namespace": "live", "annotations": annotations or {}},
+                "spec": {"broker": "default", "subscriber": {"ref": {"apiVersion": "v1", "kind": "Service",
+                                                                      "name": "moderation"}}}}
+
+    bodies = {("live", "plain"): body("plain"),
+              ("live", "scaled"): body("scaled", {"autoscaling.eventferry.dev/class": "builtin"})}
+    views = SimpleNamespace(trigger=lambda namespace, name: bodies.get((namespace, name)),
+                            triggers=lambda: list(bodies.values()))
+    scaler = SubscriberScaler(SimpleNamespace(views=views))  # type: ignore[arg-type]
+
+    scaler.observe_trigger(("live", "plain"), bodies[("live", "plain")])
+    assert not scaler._wake.is_set()  # an ordinary Trigger costs the loop nothing
+    scaler.observe_trigger(("live", "scaled"), bodies[("live", "scaled")])
+    assert scaler._wake.is_set()
+    assert [key for key, _, _ in scaler._autoscaled()] == [("live", "scaled")]
+
+    scaler._wake.clear()
+    bodies[("live", "scaled")] = body("scaled")  # its annotation removed: one more pass, then it is forgotten
+    scaler.observe_trigger(("live", "scaled"), bodies[("live", "scaled")])
+    assert scaler._wake.is_set() and scaler._autoscaled() == []
+    scaler._wake.clear()
+    scaler.observe_trigger(("live", "scaled"), None)
+    assert not scaler._wake.is_set()
